@@ -1,0 +1,322 @@
+"""The SQLite catalog: one row per image file, its embedding, the roots, and the model.
+
+The catalog is the source of truth. Embeddings live here beside their rows (written in the same
+transaction), so a killed run loses at most an uncommitted batch and the FAISS index can always be
+brought back in line from it. Row ids are never reused (AUTOINCREMENT): an id names one vector
+forever, and a changed file gets a new row.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    text,
+)
+
+CATALOG_FILE = "catalog.sqlite"
+
+metadata = MetaData()
+
+meta = Table("meta", metadata, Column("key", String, primary_key=True), Column("value", Text))
+migrations = Table(
+    "migrations",
+    metadata,
+    Column("name", String, primary_key=True),
+    Column("applied_at", Float, nullable=False),
+)
+roots = Table(
+    "roots",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("path", LargeBinary, unique=True, nullable=False),
+    Column("added_at", Float, nullable=False),
+)
+images = Table(
+    "images",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("path", LargeBinary, unique=True, nullable=False),  # raw bytes: any file name works
+    Column("size", BigInteger, nullable=False),
+    Column("mtime_ns", BigInteger, nullable=False),
+    Column("content_hash", LargeBinary, index=True),
+    Column("width", Integer),
+    Column("height", Integer),
+    Column("taken_at", String),
+    Column("camera_make", String),
+    Column("camera_model", String),
+    Column("status", String, nullable=False),  # "ok" | "error"
+    Column("error", Text),
+    Column("indexed_at", Float, nullable=False),
+    sqlite_autoincrement=True,
+)
+embeddings = Table(
+    "embeddings",
+    metadata,
+    Column("image_id", Integer, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    Column("vector", LargeBinary, nullable=False),  # float32, L2-normalised
+)
+
+OK, ERROR = "ok", "error"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRow:
+    """A catalog row as the indexer and queries see it."""
+
+    id: int
+    path: bytes
+    size: int
+    mtime_ns: int
+    content_hash: bytes | None
+    width: int | None
+    height: int | None
+    taken_at: str | None
+    camera_make: str | None
+    camera_model: str | None
+    status: str
+    error: str | None
+    indexed_at: float
+
+
+@dataclass(frozen=True)
+class NewImage:
+    """What a pipeline batch writes for one file: metadata and a vector, or an error reason."""
+
+    path: bytes
+    size: int
+    mtime_ns: int
+    content_hash: bytes | None
+    vector: np.ndarray | None = None
+    width: int | None = None
+    height: int | None = None
+    taken_at: str | None = None
+    camera_make: str | None = None
+    camera_model: str | None = None
+    error: str | None = None
+
+
+def _create_v1(conn: Connection) -> None:
+    metadata.create_all(conn)
+
+
+# Ordered and named; each runs once and is recorded in `migrations`. Append, never edit.
+MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [("0001_initial", _create_v1)]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - SQLAlchemy event signature
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a killed process loses nothing
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+class Catalog:
+    """Typed access to one index's SQLite catalog."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, directory: Path) -> Catalog:
+        """Open (creating and migrating as needed) the catalog in an index directory."""
+        engine = create_engine(f"sqlite:///{directory / CATALOG_FILE}")
+        event.listen(engine, "connect", _sqlite_pragmas)
+        catalog = cls(engine)
+        catalog.migrate()
+        return catalog
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def migrate(self) -> None:
+        with self.engine.begin() as conn:
+            migrations.create(conn, checkfirst=True)
+            done = set(conn.scalars(select(migrations.c.name)))
+            for name, step in MIGRATIONS:
+                if name not in done:
+                    step(conn)
+                    conn.execute(insert(migrations).values(name=name, applied_at=time.time()))
+            self._set(conn, "schema_version", str(SCHEMA_VERSION))
+
+    # -- meta ---------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.scalar(select(meta.c.value).where(meta.c.key == key))
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.engine.begin() as conn:
+            self._set(conn, key, value)
+
+    @staticmethod
+    def _set(conn: Connection, key: str, value: str) -> None:
+        conn.execute(delete(meta).where(meta.c.key == key))
+        conn.execute(insert(meta).values(key=key, value=value))
+
+    # -- roots --------------------------------------------------------------------------------
+
+    def add_roots(self, paths: Iterable[bytes]) -> None:
+        with self.engine.begin() as conn:
+            known = set(conn.scalars(select(roots.c.path)))
+            for path in paths:
+                if path not in known:
+                    conn.execute(insert(roots).values(path=path, added_at=time.time()))
+                    known.add(path)
+
+    def root_paths(self) -> list[bytes]:
+        with self.engine.connect() as conn:
+            return list(conn.scalars(select(roots.c.path).order_by(roots.c.id)))
+
+    # -- images -------------------------------------------------------------------------------
+
+    def rows_under(self, prefixes: Iterable[bytes]) -> Iterator[ImageRow]:
+        """Rows whose path is a prefix (a root directory or file) or lies below one."""
+        with self.engine.connect() as conn:
+            for prefix in prefixes:
+                below = prefix.rstrip(b"/") + b"/"
+                query = select(images).where(
+                    (images.c.path == prefix)
+                    | ((images.c.path >= below) & (images.c.path < below[:-1] + b"0"))
+                )
+                for row in conn.execute(query):
+                    yield ImageRow(*row)
+
+    def all_rows(self, status: str | None = None) -> list[ImageRow]:
+        query = select(images).order_by(images.c.id)
+        if status is not None:
+            query = query.where(images.c.status == status)
+        with self.engine.connect() as conn:
+            return [ImageRow(*row) for row in conn.execute(query)]
+
+    def rows_by_id(self, ids: Iterable[int]) -> dict[int, ImageRow]:
+        wanted = list(ids)
+        found: dict[int, ImageRow] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                for row in conn.execute(select(images).where(images.c.id.in_(chunk))):
+                    found[row.id] = ImageRow(*row)
+        return found
+
+    def live_hashes(self) -> set[bytes]:
+        """Content hashes of every row with an embedding."""
+        query = select(images.c.content_hash).where(images.c.status == OK)
+        with self.engine.connect() as conn:
+            return set(conn.scalars(query))
+
+    def row_by_hash(self, content_hash: bytes) -> ImageRow | None:
+        query = select(images).where(images.c.content_hash == content_hash).limit(1)
+        with self.engine.connect() as conn:
+            row = conn.execute(query.where(images.c.status == OK)).first()
+        return ImageRow(*row) if row else None
+
+    def vectors_by_hash(self, hashes: Iterable[bytes]) -> dict[bytes, np.ndarray]:
+        """An embedding for each hash that some live row already has."""
+        wanted = list(hashes)
+        found: dict[bytes, np.ndarray] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(wanted), 500):
+                query = (
+                    select(images.c.content_hash, embeddings.c.vector)
+                    .join(embeddings, embeddings.c.image_id == images.c.id)
+                    .where(images.c.content_hash.in_(wanted[start : start + 500]))
+                )
+                for content_hash, blob in conn.execute(query):
+                    found[content_hash] = np.frombuffer(blob, dtype=np.float32)
+        return found
+
+    def write_batch(self, new: list[NewImage], replaced_ids: Iterable[int] = ()) -> list[int]:
+        """Insert a batch of files (and drop the rows they replace) in one transaction."""
+        now = time.time()
+        ids = []
+        with self.engine.begin() as conn:
+            gone = list(replaced_ids)
+            if gone:
+                conn.execute(delete(images).where(images.c.id.in_(gone)))
+            for item in new:
+                values = {
+                    "path": item.path,
+                    "size": item.size,
+                    "mtime_ns": item.mtime_ns,
+                    "content_hash": item.content_hash,
+                    "width": item.width,
+                    "height": item.height,
+                    "taken_at": item.taken_at,
+                    "camera_make": item.camera_make,
+                    "camera_model": item.camera_model,
+                    "status": OK if item.vector is not None else ERROR,
+                    "error": item.error,
+                    "indexed_at": now,
+                }
+                image_id = conn.execute(insert(images).values(**values)).inserted_primary_key[0]
+                ids.append(image_id)
+                if item.vector is not None:
+                    blob = np.ascontiguousarray(item.vector, dtype=np.float32).tobytes()
+                    conn.execute(insert(embeddings).values(image_id=image_id, vector=blob))
+        return ids
+
+    def delete_ids(self, ids: Iterable[int]) -> int:
+        wanted = list(ids)
+        with self.engine.begin() as conn:
+            for start in range(0, len(wanted), 500):
+                conn.execute(delete(images).where(images.c.id.in_(wanted[start : start + 500])))
+        return len(wanted)
+
+    # -- vectors ------------------------------------------------------------------------------
+
+    def live_ids(self) -> np.ndarray:
+        """Ids of every row with an embedding, ascending."""
+        with self.engine.connect() as conn:
+            ids = conn.scalars(select(embeddings.c.image_id).order_by(embeddings.c.image_id))
+            return np.fromiter(ids, dtype=np.int64)
+
+    def vectors(self, ids: np.ndarray, dim: int) -> np.ndarray:
+        """Embeddings [len(ids), dim] in the order of `ids`."""
+        out = np.empty((len(ids), dim), dtype=np.float32)
+        position = {int(i): n for n, i in enumerate(ids)}
+        with self.engine.connect() as conn:
+            for start in range(0, len(ids), 500):
+                chunk = [int(i) for i in ids[start : start + 500]]
+                query = select(embeddings).where(embeddings.c.image_id.in_(chunk))
+                for image_id, blob in conn.execute(query):
+                    out[position[image_id]] = np.frombuffer(blob, dtype=np.float32)
+        return out
+
+    # -- counts -------------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(images.c.status, func.count()).group_by(images.c.status))
+            by_status = dict(rows.all())
+        return {"images": by_status.get(OK, 0), "errors": by_status.get(ERROR, 0)}
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the database file, so the directory is self-contained at rest."""
+        with self.engine.connect() as conn:
+            conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))

@@ -1,0 +1,196 @@
+"""Decode image bytes into model-ready RGB pixels plus the metadata the catalog keeps.
+
+Fast path: JPEGs are decoded at reduced size (DCT scaling via Pillow's draft mode) close to the
+model's input, since full decoding of a 4-15 MP photo dominates indexing on a small CPU.
+Every failure becomes `UnreadableImage` with a short reason; nothing else escapes.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import struct
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from indexer.discovery import RAW_EXTENSIONS
+from indexer.errors import UnreadableImage
+
+# Refuse larger images before decoding: Pillow's own hard limit, read here, never changed.
+MAX_PIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
+
+_EXIF_IFD = 0x8769
+_TAG_MAKE, _TAG_MODEL, _TAG_DATETIME, _TAG_DATETIME_ORIGINAL = 271, 272, 306, 36867
+_DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    IndexError,
+    Image.DecompressionBombError,
+)
+
+
+@dataclass(frozen=True)
+class PhotoInfo:
+    """Metadata stored per image: oriented size, EXIF date taken and camera."""
+
+    width: int
+    height: int
+    taken_at: str | None  # ISO 8601, local time as the camera wrote it
+    camera_make: str | None
+    camera_model: str | None
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded photo: model input pixels [size, size, 3] uint8 and its metadata."""
+
+    pixels: np.ndarray
+    info: PhotoInfo
+
+
+@functools.cache
+def _register_plugins() -> None:
+    """Teach Pillow HEIF/HEIC (AVIF is native in current Pillow)."""
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+
+
+def decode(data: bytes, ext: str, size: int) -> Decoded:
+    """Decode a file's bytes (ext: lower-case extension) into `size`×`size` model input."""
+    image, full_size = _open_any(data, ext, size)
+    try:
+        info = _photo_info(image, full_size)
+        return Decoded(model_input(to_rgb(ImageOps.exif_transpose(image)), size), info)
+    except _DECODE_ERRORS as e:
+        raise UnreadableImage(_reason(e)) from None
+
+
+def load_rgb(data: bytes, ext: str, draft_to: int | None = None) -> Image.Image:
+    """An oriented RGB image from file bytes, for callers that need the picture itself."""
+    image, _ = _open_any(data, ext, draft_to)
+    try:
+        return to_rgb(ImageOps.exif_transpose(image))
+    except _DECODE_ERRORS as e:
+        raise UnreadableImage(_reason(e)) from None
+
+
+def _open_any(data: bytes, ext: str, draft_to: int | None) -> tuple[Image.Image, tuple[int, int]]:
+    if not data:
+        raise UnreadableImage("empty file")
+    return _raw_preview(data) if ext in RAW_EXTENSIONS else _open(data, draft_to)
+
+
+def _open(data: bytes, draft_to: int | None) -> tuple[Image.Image, tuple[int, int]]:
+    _register_plugins()
+    try:
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+        if width * height > MAX_PIXELS:
+            raise UnreadableImage(
+                f"decompression bomb refused: {width}x{height} pixels exceeds {MAX_PIXELS}"
+            )
+        if draft_to and image.format == "JPEG":
+            image.draft("RGB", (draft_to, draft_to))
+        image.load()  # decodes the first frame of an animation
+    except UnreadableImage:
+        raise
+    except _DECODE_ERRORS as e:
+        raise UnreadableImage(_reason(e)) from None
+    return image, (width, height)
+
+
+def _raw_preview(data: bytes) -> tuple[Image.Image, tuple[int, int]]:
+    """The JPEG or bitmap preview a camera embeds in its RAW file (no demosaicing)."""
+    import rawpy
+
+    try:
+        with rawpy.imread(io.BytesIO(data)) as raw:
+            thumb = raw.extract_thumb()
+            sensor = (raw.sizes.width, raw.sizes.height)
+    except rawpy.LibRawError as e:
+        raise UnreadableImage(f"RAW file without a usable preview ({type(e).__name__})") from None
+    except _DECODE_ERRORS as e:
+        raise UnreadableImage(_reason(e)) from None
+    if thumb.format == rawpy.ThumbFormat.BITMAP:
+        return Image.fromarray(thumb.data), sensor
+    return _open(bytes(thumb.data), None)[0], sensor
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB from any Pillow mode: alpha over white, 16/32-bit scaled down, CMYK converted."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode.startswith("I") or mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        top = values.max() if values.size else 0.0
+        scale = 255.0 / 65535.0 if top > 255 else 1.0
+        gray = np.clip(values * scale, 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, "L").convert("RGB")
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def model_input(image: Image.Image, size: int) -> np.ndarray:
+    """Resize the shortest side to `size` (bicubic) and centre-crop: open_clip's eval transform."""
+    width, height = image.size
+    scale = size / min(width, height)
+    new = (max(size, round(width * scale)), max(size, round(height * scale)))
+    resized = image.resize(new, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    left, top = (new[0] - size) // 2, (new[1] - size) // 2
+    return np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def _photo_info(image: Image.Image, full_size: tuple[int, int]) -> PhotoInfo:
+    exif = image.getexif()
+    width, height = full_size
+    if exif.get(0x0112) in (5, 6, 7, 8):  # rotated 90°: the oriented picture is portrait
+        width, height = height, width
+    sub = exif.get_ifd(_EXIF_IFD)
+    return PhotoInfo(
+        width=width,
+        height=height,
+        taken_at=_exif_date(sub.get(_TAG_DATETIME_ORIGINAL) or exif.get(_TAG_DATETIME)),
+        camera_make=_exif_text(exif.get(_TAG_MAKE)),
+        camera_model=_exif_text(exif.get(_TAG_MODEL)),
+    )
+
+
+def _exif_text(value: object) -> str | None:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        return None
+    text = value.replace("\x00", "").strip()
+    return text or None
+
+
+def _exif_date(value: object) -> str | None:
+    text = _exif_text(value)
+    if not text:
+        return None
+    try:
+        return datetime.strptime(text[:19], "%Y:%m:%d %H:%M:%S").isoformat()
+    except ValueError:
+        return None
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, Image.DecompressionBombError):
+        return f"decompression bomb refused: {error}"
+    text = str(error).splitlines()[0] if str(error) else ""
+    if "cannot identify image file" in text:
+        return "not an image (unrecognised format)"
+    if "truncated" in text or isinstance(error, EOFError):
+        return f"truncated image ({text or 'unexpected end of data'})"
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -1,0 +1,106 @@
+"""Find the image files under the roots of an index: a recursive walk with bytes paths."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset("jpg jpeg png webp gif tif tiff bmp heic heif avif".split())
+RAW_EXTENSIONS = frozenset("arw cr2 cr3 nef dng orf rw2".split())
+EXTENSIONS = IMAGE_EXTENSIONS | RAW_EXTENSIONS
+
+
+@dataclass(frozen=True, slots=True)
+class FoundFile:
+    """An image file as the walk saw it: one stat, no read."""
+
+    path: bytes
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class WalkOptions:
+    """What the walk skips: hidden entries unless asked, and anything matching an exclude glob."""
+
+    include_hidden: bool = False
+    exclude: tuple[str, ...] = ()
+
+
+def extension(path: bytes) -> str:
+    """The lower-case extension of a path, without the dot ('' when there is none)."""
+    name = os.path.basename(path)
+    dot = name.rfind(b".")
+    return name[dot + 1 :].decode("ascii", "replace").lower() if dot > 0 else ""
+
+
+def walk(root: bytes, options: WalkOptions) -> Iterator[FoundFile]:
+    """Every image file under `root` (a directory or a single file), symlinks followed once."""
+    try:
+        st = os.stat(root)
+    except OSError as e:
+        log.warning("cannot stat %s: %s", os.fsdecode(root), e.strerror)
+        return
+    if not os.path.isdir(root):
+        if extension(root) in EXTENSIONS:
+            yield FoundFile(root, st.st_size, st.st_mtime_ns)
+        return
+    seen_dirs = {(st.st_dev, st.st_ino)}  # a symlinked directory is entered only once: no loops
+    stack = [root]
+    while stack:
+        directory = stack.pop()
+        subdirs = []
+        for entry in _entries(directory):
+            if _skipped(entry.name, os.path.relpath(entry.path, root), options):
+                continue
+            try:
+                st = entry.stat()  # follows symlinks
+            except OSError as e:
+                log.warning("skipping %s: %s", os.fsdecode(entry.path), e.strerror)
+                continue
+            if entry.is_dir():
+                key = (st.st_dev, st.st_ino)
+                if key not in seen_dirs:
+                    seen_dirs.add(key)
+                    subdirs.append(entry.path)
+            elif extension(entry.name) in EXTENSIONS:
+                yield FoundFile(entry.path, st.st_size, st.st_mtime_ns)
+        stack.extend(reversed(subdirs))
+
+
+def walk_all(roots: Iterable[bytes], options: WalkOptions) -> Iterator[FoundFile]:
+    """Every image file under any of `roots`, each path once."""
+    seen: set[bytes] = set()
+    for root in roots:
+        for found in walk(root, options):
+            if found.path not in seen:
+                seen.add(found.path)
+                yield found
+
+
+def _entries(directory: bytes) -> list[os.DirEntry[bytes]]:
+    try:
+        with os.scandir(directory) as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError as e:
+        log.warning("cannot list %s: %s", os.fsdecode(directory), e.strerror)
+        return []
+
+
+def _skipped(name: bytes, relative: bytes, options: WalkOptions) -> bool:
+    if name.startswith(b"._"):  # macOS AppleDouble metadata, never a picture
+        return True
+    if name.startswith(b".") and not options.include_hidden:
+        return True
+    if not options.exclude:
+        return False
+    text_name, text_rel = os.fsdecode(name), os.fsdecode(relative)
+    return any(
+        fnmatch.fnmatchcase(text_name, glob) or fnmatch.fnmatchcase(text_rel, glob)
+        for glob in options.exclude
+    )

@@ -1,0 +1,26 @@
+"""Where things live: the index directory and the data files shipped with photoseek."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import indexer
+
+
+def index_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The index directory: the explicit one, else $PHOTOSEEK_INDEX, else the XDG default."""
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get("PHOTOSEEK_INDEX")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
+    return Path(xdg) / "photoseek" / "default"
+
+
+def data_dir() -> Path:
+    """The folder of shipped inputs: model configs, vocabularies, sample images."""
+    package = Path(indexer.__file__).parent
+    wheel_copy = package / "_data"  # where the wheel puts the repository's data/
+    return wheel_copy if wheel_copy.is_dir() else package.parent / "data"

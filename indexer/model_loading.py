@@ -1,0 +1,296 @@
+"""Resolve a --model value to open_clip weights, load them, and pick a device and precision.
+
+The one place that touches model files, caches and the hub: encoders elsewhere receive a
+loaded model. Accepted forms:
+
+- ``NAME:TAG``         an open_clip architecture and pretrained tag (``ViT-B-32:laion2b_s34b_b79k``)
+- ``NAME:FILE``        an architecture and a local checkpoint (``ViT-B-32-256:/models/mine.pt``)
+- ``local-dir:DIR``    a folder with ``open_clip_config.json`` and weights (what ``train`` writes)
+- ``DIR``              the same, for an existing folder
+- ``hf-hub:ORG/NAME``  a Hugging Face repository in open_clip's layout
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import socket
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from indexer.errors import BadModelSpec, WeightsUnavailable
+from indexer.locations import data_dir
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "ViT-B-32:laion2b_s34b_b79k"
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_HUB_HOST = "huggingface.co"
+_FINGERPRINT_SPAN = 4 << 20  # bytes hashed at each end of a checkpoint
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What an index records about its model, to refuse a different one later."""
+
+    spec: str  # the --model text as given (paths made absolute)
+    architecture: str  # open_clip name, or the source of a local-dir/hf-hub model
+    weights: str  # pretrained tag, or a fingerprint of the checkpoint file
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+    def same_model(self, other: ModelIdentity) -> bool:
+        return (self.architecture, self.weights) == (other.architecture, other.weights)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed --model value."""
+
+    kind: str  # "tag" | "file" | "local-dir" | "hf-hub"
+    name: str  # architecture name, folder or hub id
+    weights: str = ""  # tag or checkpoint path for kinds "tag" and "file"
+
+    @classmethod
+    def parse(cls, text: str) -> ModelSpec:
+        text = text.strip()
+        if not text:
+            raise BadModelSpec("empty --model value")
+        if text.startswith("local-dir:"):
+            return cls("local-dir", str(Path(text[len("local-dir:") :]).expanduser().resolve()))
+        if text.startswith("hf-hub:"):
+            return cls("hf-hub", text[len("hf-hub:") :])
+        if Path(text).expanduser().is_dir():
+            return cls("local-dir", str(Path(text).expanduser().resolve()))
+        name, sep, weights = text.partition(":")
+        if not sep or not weights:
+            raise BadModelSpec(
+                f"--model {text!r} names no weights: use NAME:TAG (e.g. {DEFAULT_MODEL}), "
+                "NAME:/path/to/checkpoint, local-dir:DIR or hf-hub:ORG/NAME"
+            )
+        candidate = Path(weights).expanduser()
+        if candidate.suffix or os.sep in weights or candidate.exists():
+            return cls("file", name, str(candidate.resolve()))
+        return cls("tag", name, weights)
+
+    def __str__(self) -> str:
+        if self.kind in ("local-dir", "hf-hub"):
+            return f"{self.kind}:{self.name}"
+        return f"{self.name}:{self.weights}"
+
+    def config(self) -> dict[str, Any] | None:
+        """The architecture's config JSON, read without importing open_clip (None if unknown)."""
+        if self.kind == "local-dir":
+            path = Path(self.name) / "open_clip_config.json"
+            try:
+                return json.loads(path.read_text())["model_cfg"]
+            except (OSError, ValueError, KeyError):
+                return None
+        if self.kind == "hf-hub":
+            return None
+        for folder in (data_dir() / "model_configs", _open_clip_configs()):
+            path = folder / f"{self.name}.json"
+            if path.is_file():
+                return json.loads(path.read_text())
+        return None
+
+    def identity(self) -> ModelIdentity:
+        """The model's identity without loading it (cheap: reads at most 8 MB of a checkpoint)."""
+        if self.kind == "tag":
+            return ModelIdentity(str(self), self.name, self.weights)
+        if self.kind == "hf-hub":
+            return ModelIdentity(str(self), str(self), "hub")
+        checkpoint = self.weights if self.kind == "file" else _dir_checkpoint(Path(self.name))
+        return ModelIdentity(str(self), self.name, _fingerprint(Path(checkpoint)))
+
+
+@dataclass
+class LoadedModel:
+    """An open_clip model ready to encode, with what callers need to feed it."""
+
+    model: Any  # open_clip.CLIP, in eval mode on `device` in `dtype`
+    identity: ModelIdentity
+    tokenizer: Any
+    device: str
+    dtype: torch.dtype
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    dim: int
+
+
+def _open_clip_configs() -> Path:
+    spec = importlib.util.find_spec("open_clip")  # locates the package without importing it
+    locations = spec.submodule_search_locations if spec else None
+    return Path(locations[0]) / "model_configs" if locations else Path("/nonexistent")
+
+
+def _dir_checkpoint(folder: Path) -> str:
+    if not (folder / "open_clip_config.json").is_file():
+        raise WeightsUnavailable(f"{folder}: no open_clip_config.json (not a model folder)")
+    for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "model.pth"):
+        if (folder / name).is_file():
+            return str(folder / name)
+    raise WeightsUnavailable(f"{folder}: no open_clip_model.safetensors in the model folder")
+
+
+def _fingerprint(path: Path) -> str:
+    """A content fingerprint of a checkpoint: its size and both ends, hashed."""
+    try:
+        size = path.stat().st_size
+        digest = hashlib.blake2b(str(size).encode(), digest_size=12)
+        with path.open("rb") as f:
+            digest.update(f.read(_FINGERPRINT_SPAN))
+            if size > 2 * _FINGERPRINT_SPAN:
+                f.seek(-_FINGERPRINT_SPAN, os.SEEK_END)
+                digest.update(f.read())
+    except OSError as e:
+        raise WeightsUnavailable(f"checkpoint {path}: {e.strerror or e}") from None
+    return "file:" + digest.hexdigest()
+
+
+@functools.cache
+def register_configs() -> None:
+    """Make the architectures shipped in data/model_configs known to open_clip (once)."""
+    import open_clip
+
+    open_clip.add_model_config(data_dir() / "model_configs")
+
+
+def list_architectures() -> list[str]:
+    """Names of every architecture open_clip can build, the shipped tiny ones included."""
+    import open_clip
+
+    register_configs()
+    return open_clip.list_models()
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """`auto`: fp16 on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16/AMX), else fp32."""
+    if precision not in PRECISIONS:
+        raise BadModelSpec(
+            f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}"
+        )
+    if precision != "auto":
+        return precision
+    if device.startswith("cuda"):
+        return "fp16"
+    return "bf16" if _cpu_has_native_bf16() else "fp32"
+
+
+def _cpu_has_native_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _cached_tag_checkpoint(name: str, tag: str) -> str | None:
+    """The local path of a tag's weights when open_clip's hub cache holds them."""
+    import open_clip
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    hub = cfg.get("hf_hub", "")
+    if not hub:
+        return None
+    repo, filename = os.path.split(hub.rstrip("/")) if not hub.endswith("/") else (hub[:-1], "")
+    names = (
+        [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+    )
+    for candidate in names:
+        hit = try_to_load_from_cache(repo, candidate)
+        if isinstance(hit, str):
+            return hit
+    return None
+
+
+def _hub_reachable() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    try:
+        with socket.create_connection((_HUB_HOST, 443), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+def _unavailable(spec: ModelSpec, why: str) -> WeightsUnavailable:
+    return WeightsUnavailable(
+        f"cannot load weights for {spec}: {why}; point --model at a local checkpoint "
+        f"({spec.name}:/path/to/open_clip_model.safetensors or local-dir:DIR)"
+    )
+
+
+def _create(spec: ModelSpec) -> tuple[Any, Any]:
+    import open_clip
+
+    register_configs()
+    if spec.kind == "local-dir":
+        _dir_checkpoint(Path(spec.name))
+        model = open_clip.create_model(f"local-dir:{spec.name}")
+        return model, open_clip.get_tokenizer(f"local-dir:{spec.name}")
+    if spec.kind == "hf-hub":
+        if not _hub_reachable():
+            raise _unavailable(spec, "the hub is not reachable and nothing is cached")
+        model = open_clip.create_model(f"hf-hub:{spec.name}")
+        return model, open_clip.get_tokenizer(f"hf-hub:{spec.name}")
+    if spec.name not in open_clip.list_models():
+        raise BadModelSpec(f"unknown architecture {spec.name!r} (see `photoseek models`)")
+    weights = spec.weights
+    if spec.kind == "tag":
+        if spec.weights not in open_clip.list_pretrained_tags_by_model(spec.name):
+            raise BadModelSpec(f"{spec.name} has no pretrained tag {spec.weights!r}")
+        cached = _cached_tag_checkpoint(spec.name, spec.weights)
+        if cached is None and not _hub_reachable():
+            raise _unavailable(spec, "offline and not in the local cache")
+        weights = cached or spec.weights
+    elif not Path(weights).is_file():
+        raise _unavailable(spec, f"no such file {weights}")
+    model = open_clip.create_model(spec.name, pretrained=weights, require_pretrained=True)
+    return model, open_clip.get_tokenizer(spec.name)
+
+
+def load_model(spec: ModelSpec, precision: str = "auto", device: str | None = None) -> LoadedModel:
+    """Build the model for `spec`, load its weights, and place it on a device in a precision."""
+    import torch
+
+    device = device or default_device()
+    precision = resolve_precision(precision, device)
+    try:
+        model, tokenizer = _create(spec)
+    except (BadModelSpec, WeightsUnavailable):
+        raise
+    except (RuntimeError, OSError, ValueError, KeyError) as e:
+        raise _unavailable(spec, str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    model = model.to(device=device, dtype=dtype).eval()
+    cfg = model.visual.preprocess_cfg
+    size = cfg["size"]
+    return LoadedModel(
+        model=model,
+        identity=spec.identity(),
+        tokenizer=tokenizer,
+        device=device,
+        dtype=dtype,
+        image_size=size if isinstance(size, int) else int(size[0]),
+        mean=tuple(cfg["mean"]),
+        std=tuple(cfg["std"]),
+        dim=int(model.visual.output_dim),
+    )

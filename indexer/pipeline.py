@@ -1,0 +1,357 @@
+"""One indexing run: walk the roots, embed what is new or changed, drop what is gone.
+
+Unchanged files cost one stat. New and changed files are read once: hashed, and either given the
+vector of a byte-identical file already indexed (a rename, move or copy: no model call) or decoded
+in worker threads (Pillow releases the GIL) while the model embeds the previous batch. Each batch
+is committed to the catalog with its vectors; the FAISS index is synced and saved atomically at
+the end. A run killed at any moment resumes where its last commit left off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from indexer import decode as decoding
+from indexer import vector_store
+from indexer.catalog import ERROR, Catalog, ImageRow, NewImage
+from indexer.discovery import FoundFile, WalkOptions, extension, walk_all
+from indexer.embedder import ImageEmbedder
+from indexer.errors import BadInput, UnreadableImage, WeightsUnavailable
+from indexer.index_dir import ModelRecord, check_model, model_record, writer_lock
+from indexer.model_loading import DEFAULT_MODEL, LoadedModel, ModelSpec, load_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    """What one `photoseek index` run does."""
+
+    roots: tuple[str | os.PathLike[str], ...] = ()  # none: every root the index knows
+    model: str | None = None  # none: the index's own model, or DEFAULT_MODEL for a new index
+    precision: str = "auto"
+    device: str | None = None
+    walk: WalkOptions = field(default_factory=WalkOptions)
+    batch_size: int = 32
+    workers: int = max(1, os.cpu_count() or 1)
+    dry_run: bool = False
+
+
+@dataclass
+class IndexSummary:
+    """What a run did (or, with dry_run, would do). Paths are raw bytes."""
+
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    reused: int = 0
+    errors: int = 0
+    unchanged: int = 0
+    seconds: float = 0.0
+    dry_run: bool = False
+    to_add: list[bytes] = field(default_factory=list)
+    to_update: list[bytes] = field(default_factory=list)
+    to_remove: list[bytes] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int | float]:
+        return {
+            "added": self.added,
+            "updated": self.updated,
+            "removed": self.removed,
+            "reused": self.reused,
+            "errors": self.errors,
+            "unchanged": self.unchanged,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Reported after each committed batch: files processed out of the files to process."""
+
+    done: int
+    total: int
+
+
+@dataclass
+class _Job:
+    found: FoundFile
+    replaces: int | None  # the row id of the old version of a changed file
+    content_hash: bytes | None = None
+    decoded: decoding.Decoded | None = None
+    error: str | None = None
+    reuse: bool = False  # the vector comes from a byte-identical file
+
+
+@dataclass
+class _Plan:
+    new: list[FoundFile]
+    changed: list[tuple[FoundFile, ImageRow]]
+    gone: list[ImageRow]
+    unchanged: int
+
+
+def run_index(
+    directory: Path, options: IndexOptions, progress: Callable[[Progress], None] | None = None
+) -> IndexSummary:
+    """Bring the index in `directory` up to date with its roots (creating it if needed)."""
+    started = time.perf_counter()
+    if options.batch_size < 1 or options.workers < 1:
+        raise BadInput("--batch-size and --workers must be at least 1")
+    with writer_lock(directory):
+        catalog = Catalog.open(directory)
+        try:
+            summary = _run(directory, catalog, options, progress)
+        finally:
+            catalog.close()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _run(
+    directory: Path,
+    catalog: Catalog,
+    options: IndexOptions,
+    progress: Callable[[Progress], None] | None,
+) -> IndexSummary:
+    record = model_record(catalog)
+    if options.model:
+        spec = ModelSpec.parse(options.model)
+        check_model(catalog, spec.identity())
+    else:
+        spec = ModelSpec.parse(record.identity.spec if record else DEFAULT_MODEL)
+    roots = _roots(options.roots, catalog)
+    plan = _plan(catalog, roots, options.walk)
+    summary = IndexSummary(unchanged=plan.unchanged, dry_run=options.dry_run)
+    if options.dry_run:
+        summary.to_add = [f.path for f in plan.new]
+        summary.to_update = [f.path for f, _ in plan.changed]
+        summary.to_remove = [row.path for row in plan.gone]
+        summary.added, summary.updated = len(plan.new), len(plan.changed)
+        summary.removed = len(plan.gone)
+        return summary
+    catalog.add_roots(roots)
+    jobs = [_Job(f, None) for f in plan.new] + [_Job(f, row.id) for f, row in plan.changed]
+    if jobs:
+        _Embedding(catalog, spec, record, options, summary, progress).process(jobs)
+    summary.removed = catalog.delete_ids(row.id for row in plan.gone)
+    record = model_record(catalog)
+    if record is not None:
+        store = vector_store.VectorStore.load(directory, record.dim)
+        store, changed = vector_store.sync(store, catalog)
+        if changed or not (directory / vector_store.VECTORS_FILE).exists():
+            store.save(directory)
+    catalog.checkpoint()
+    return summary
+
+
+def _roots(given: tuple[str | os.PathLike[str], ...], catalog: Catalog) -> list[bytes]:
+    if not given:
+        known = catalog.root_paths()
+        if not known:
+            raise BadInput("no folders to index: give one or more PATHs")
+        given = tuple(os.fsdecode(p) for p in known)
+    roots = []
+    for path in given:
+        absolute = os.path.abspath(os.path.expanduser(os.fspath(path)))
+        if not os.path.exists(absolute):
+            raise BadInput(f"no such file or folder: {absolute}")
+        roots.append(os.fsencode(absolute))
+    return roots
+
+
+def _plan(catalog: Catalog, roots: list[bytes], walk: WalkOptions) -> _Plan:
+    known = {row.path: row for row in catalog.rows_under(roots)}
+    new, changed, unchanged = [], [], 0
+    for found in walk_all(roots, walk):
+        row = known.pop(found.path, None)
+        if row is None:
+            new.append(found)
+        elif row.size != found.size or row.mtime_ns != found.mtime_ns:
+            changed.append((found, row))
+        else:
+            unchanged += 1
+    return _Plan(new, changed, gone=list(known.values()), unchanged=unchanged)
+
+
+class _Embedding:
+    """Reads, hashes, decodes and embeds jobs; commits them batch by batch."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        spec: ModelSpec,
+        record: ModelRecord | None,
+        options: IndexOptions,
+        summary: IndexSummary,
+        progress: Callable[[Progress], None] | None,
+    ) -> None:
+        self.catalog = catalog
+        self.spec = spec
+        self.record = record
+        self.options = options
+        self.summary = summary
+        self.progress = progress
+        self.image_size = record.image_size if record else _image_size(spec)
+        self.known_hashes = catalog.live_hashes()
+        self.claimed: set[bytes] = set()
+        self.lock = threading.Lock()
+        self._loader = ThreadPoolExecutor(1, thread_name_prefix="model")
+        self._model: Future[LoadedModel] | None = None
+        self._embedder: ImageEmbedder | None = None
+
+    def process(self, jobs: list[_Job]) -> None:
+        pending: list[_Job] = []  # decoded, waiting for the model
+        ready: list[_Job] = []  # reused or failed: written with the next commit
+        waiting: list[_Job] = []  # same bytes as a file still being embedded this run
+        done = 0
+        with (
+            self._loader,
+            ThreadPoolExecutor(self.options.workers, thread_name_prefix="decode") as pool,
+        ):
+            for job in self._prepared(pool, jobs):
+                if job.decoded is not None:
+                    pending.append(job)
+                elif job.reuse and job.content_hash in self.claimed:
+                    waiting.append(job)
+                else:
+                    ready.append(job)
+                if (
+                    len(pending) >= self.options.batch_size
+                    or len(ready) >= 4 * self.options.batch_size
+                ):
+                    done += self._commit(pending, ready)
+                    pending, ready = [], []
+                    if self.progress:
+                        self.progress(Progress(done, len(jobs)))
+            done += self._commit(pending, ready)
+            done += self._commit([], waiting)  # their originals are committed now
+        if self.progress:
+            self.progress(Progress(done, len(jobs)))
+
+    def _prepared(self, pool: ThreadPoolExecutor, jobs: list[_Job]) -> Iterator[_Job]:
+        """Jobs read, hashed and decoded by the pool, a bounded window ahead of the caller."""
+        window = 4 * self.options.workers + self.options.batch_size
+        futures: list[Future[_Job]] = []
+        for job in jobs:
+            futures.append(pool.submit(self._prepare, job))
+            if len(futures) >= window:
+                yield futures.pop(0).result()
+        for future in futures:
+            yield future.result()
+
+    def _prepare(self, job: _Job) -> _Job:
+        try:
+            with open(job.found.path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            job.error = f"unreadable: {e.strerror or e}"
+            return job
+        job.content_hash = hashlib.blake2b(data, digest_size=16).digest()
+        with self.lock:
+            if job.content_hash in self.known_hashes or job.content_hash in self.claimed:
+                job.reuse = True
+                return job
+            self.claimed.add(job.content_hash)
+            if self._model is None:  # the first file to embed: load the model meanwhile
+                self._model = self._loader.submit(self._load_model)
+        try:
+            job.decoded = decoding.decode(data, extension(job.found.path), self.image_size)
+        except UnreadableImage as e:
+            job.error = str(e)
+            with self.lock:
+                self.claimed.discard(job.content_hash)
+        return job
+
+    def _load_model(self) -> LoadedModel:
+        loaded = load_model(self.spec, self.options.precision, self.options.device)
+        if self.record is not None:
+            check_model(self.catalog, loaded.identity)
+        return loaded
+
+    def _embed(self, jobs: list[_Job]) -> np.ndarray:
+        if self._embedder is None:
+            loaded = self._model.result()
+            if loaded.image_size != self.image_size:
+                raise WeightsUnavailable(
+                    f"{self.spec} takes {loaded.image_size}px input, its config said "
+                    f"{self.image_size}px"
+                )
+            self._embedder = ImageEmbedder(loaded)
+            if self.record is None:
+                self.record = ModelRecord(loaded.identity, loaded.dim, loaded.image_size)
+                self.catalog.set_meta("model", self.record.to_json())
+        return self._embedder(np.stack([job.decoded.pixels for job in jobs]))
+
+    def _commit(self, embedded: list[_Job], other: list[_Job]) -> int:
+        if not embedded and not other:
+            return 0
+        vectors = self._embed(embedded) if embedded else np.empty((0, 0), np.float32)
+        hashes = {job.content_hash for job in other if job.reuse}
+        reusable = self.catalog.vectors_by_hash(hashes)
+        for job, vector in zip(embedded, vectors, strict=True):
+            reusable.setdefault(job.content_hash, vector)
+        rows = [self._row(job, vector) for job, vector in zip(embedded, vectors, strict=True)]
+        rows += [self._row(job, reusable.get(job.content_hash)) for job in other]
+        self.catalog.write_batch(rows, [j.replaces for j in embedded + other if j.replaces])
+        with self.lock:
+            self.known_hashes.update(reusable)
+            self.claimed.difference_update(reusable)
+        for job, row in zip(embedded + other, rows, strict=True):
+            if row.error:
+                self.summary.errors += 1
+                continue
+            self.summary.reused += job.reuse
+            if job.replaces:
+                self.summary.updated += 1
+            else:
+                self.summary.added += 1
+        return len(rows)
+
+    def _row(self, job: _Job, vector: np.ndarray | None) -> NewImage:
+        found, decoded = job.found, job.decoded
+        error = job.error
+        if error is None and vector is None:
+            error = "same bytes as a file that failed to decode"
+        info = decoded.info if decoded else None
+        if job.reuse and vector is not None:
+            info = self._reused_info(job.content_hash)
+        return NewImage(
+            path=found.path,
+            size=found.size,
+            mtime_ns=found.mtime_ns,
+            content_hash=job.content_hash,
+            vector=vector if error is None else None,
+            width=info.width if info else None,
+            height=info.height if info else None,
+            taken_at=info.taken_at if info else None,
+            camera_make=info.camera_make if info else None,
+            camera_model=info.camera_model if info else None,
+            error=error,
+        )
+
+    def _reused_info(self, content_hash: bytes) -> decoding.PhotoInfo | None:
+        row = self.catalog.row_by_hash(content_hash)
+        if row is None or row.status == ERROR:
+            return None
+        return decoding.PhotoInfo(
+            row.width or 0, row.height or 0, row.taken_at, row.camera_make, row.camera_model
+        )
+
+
+def _image_size(spec: ModelSpec) -> int:
+    config = spec.config()
+    if config is None:
+        return 224  # hf-hub configs are only known after loading; checked in _embed
+    size = config["vision_cfg"].get("image_size", 224)
+    return size if isinstance(size, int) else int(size[0])

@@ -1,0 +1,1 @@
+"""photoseek's read side: query encoding, kNN, filters, rerank, output and the CLI."""

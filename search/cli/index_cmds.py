@@ -1,0 +1,185 @@
+"""`photoseek index`, `status`, `errors` and `models`: build an index and look at it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from search.cli.output import display_path, json_path, print_json
+
+IndexOpt = Annotated[
+    Path | None,
+    typer.Option("--index", help="Index directory [default: $PHOTOSEEK_INDEX or XDG data dir]"),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("index")(index)
+    app.command("status")(status)
+    app.command("errors")(errors)
+    app.command("models")(models)
+
+
+def index(
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Folders or files [default: the index's roots]")
+    ] = None,
+    index_dir: IndexOpt = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="NAME:TAG, NAME:CHECKPOINT, local-dir:DIR, DIR or hf-hub:ORG/NAME "
+            "[default: the index's model, else ViT-B-32:laion2b_s34b_b79k]"
+        ),
+    ] = None,
+    precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16")] = "auto",
+    exclude: Annotated[
+        list[str] | None, typer.Option(help="Glob of names or relative paths to skip (repeatable)")
+    ] = None,
+    include_hidden: Annotated[
+        bool, typer.Option(help="Also index hidden files and folders")
+    ] = False,
+    batch_size: Annotated[int, typer.Option(help="Images per model call")] = 32,
+    workers: Annotated[int, typer.Option(help="Decode threads [default: CPU count]")] = 0,
+    dry_run: Annotated[bool, typer.Option(help="List what would change; change nothing")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Embed every image under PATHS; re-runs touch only what changed."""
+    import os
+
+    from indexer.discovery import WalkOptions
+    from indexer.locations import index_dir as resolve_index
+    from indexer.pipeline import IndexOptions, run_index
+
+    options = IndexOptions(
+        roots=tuple(paths or ()),
+        model=model,
+        precision=precision,
+        walk=WalkOptions(include_hidden=include_hidden, exclude=tuple(exclude or ())),
+        batch_size=batch_size,
+        workers=workers or max(1, os.cpu_count() or 1),
+        dry_run=dry_run,
+    )
+    directory = resolve_index(index_dir)
+    with _progress_bar(enabled=not json_out and sys.stderr.isatty()) as progress:
+        summary = run_index(directory, options, progress)
+    if json_out:
+        result = summary.counts()
+        if dry_run:
+            result |= {
+                "dry_run": True,
+                "to_add": [json_path(p) for p in summary.to_add],
+                "to_update": [json_path(p) for p in summary.to_update],
+                "to_remove": [json_path(p) for p in summary.to_remove],
+            }
+        print_json(result)
+        return
+    if dry_run:
+        for label, items in (
+            ("add", summary.to_add),
+            ("update", summary.to_update),
+            ("remove", summary.to_remove),
+        ):
+            for path in items:
+                typer.echo(f"would {label}: {display_path(path)}")
+    counts = summary.counts()
+    verb = "would change" if dry_run else "indexed"
+    c = counts
+    line = (
+        f"{verb}: {c['added']} added, {c['updated']} updated, {c['removed']} removed "
+        f"({c['reused']} reused by content), {c['errors']} errors, {c['unchanged']} unchanged "
+        f"in {c['seconds']:.1f}s"
+    )
+    typer.echo(line, err=not dry_run)
+    if counts["errors"]:
+        typer.echo("see `photoseek errors` for the files that failed", err=True)
+
+
+def status(index_dir: IndexOpt = None, json_out: JsonOpt = False) -> None:
+    """What an index holds: images, errors, vectors, roots, model, bytes on disk."""
+    from indexer.locations import index_dir as resolve_index
+    from search.index_info import index_status
+
+    info = index_status(resolve_index(index_dir))
+    if json_out:
+        print_json(info)
+        return
+    model = info["model"] or {}
+    typer.echo(f"index    {info['index']}")
+    typer.echo(f"model    {model.get('spec', '(none yet)')}")
+    typer.echo(f"images   {info['images']}  (vectors: {info['vectors']}, {info['index_type']})")
+    typer.echo(f"errors   {info['errors']}")
+    typer.echo(f"size     {info['bytes'] / 1e6:.1f} MB")
+    for root in info["roots"]:
+        typer.echo(f"root     {root}")
+
+
+def errors(index_dir: IndexOpt = None, json_out: JsonOpt = False) -> None:
+    """The files that could not be indexed, with the reason."""
+    from indexer.locations import index_dir as resolve_index
+    from search.index_info import failed_files
+
+    failed = failed_files(resolve_index(index_dir))
+    if json_out:
+        print_json([{"path": json_path(f.path), "reason": f.reason} for f in failed])
+        return
+    for f in failed:
+        typer.echo(f"{display_path(f.path)}: {f.reason}")
+
+
+def models() -> None:
+    """Architectures open_clip can build here, the shipped tiny configs included."""
+    from indexer.model_loading import list_architectures
+
+    for name in list_architectures():
+        typer.echo(name)
+
+
+class _progress_bar:  # noqa: N801 - used as a context manager, named like one
+    """A rich progress bar with images/s and ETA on a terminal; nothing otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._bar = None
+        self._task = None
+
+    def __enter__(self):  # noqa: ANN204
+        if not self.enabled:
+            return None
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self._bar = Progress(
+            TextColumn("indexing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            transient=True,
+        )
+        self._bar.start()
+        self._task = self._bar.add_task("index", total=None, rate="")
+        return self._update
+
+    def _update(self, event) -> None:  # noqa: ANN001
+        task = self._bar.tasks[0]
+        speed = task.speed or 0.0
+        self._bar.update(
+            self._task,
+            completed=event.done,
+            total=event.total,
+            rate=f"{speed:.1f} img/s" if speed else "",
+        )
+
+    def __exit__(self, *exc) -> None:  # noqa: ANN002
+        if self._bar is not None:
+            self._bar.stop()
