@@ -277,7 +277,7 @@ def load_model(spec: ModelSpec, precision: str = "auto", device: str | None = No
         model, tokenizer = _create(spec)
     except (BadModelSpec, WeightsUnavailable):
         raise
-    except (RuntimeError, OSError, ValueError, KeyError) as e:
+    except Exception as e:  # noqa: BLE001 - a corrupt checkpoint fails deep in torch/pickle in many ways
         raise _unavailable(spec, str(e).splitlines()[0] if str(e) else type(e).__name__) from None
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     model = model.to(device=device, dtype=dtype).eval()

@@ -28,7 +28,13 @@ from indexer.discovery import FoundFile, WalkOptions, extension, walk_all
 from indexer.embedder import ImageEmbedder
 from indexer.errors import BadInput, UnreadableImage, WeightsUnavailable
 from indexer.index_dir import ModelRecord, check_model, model_record, writer_lock
-from indexer.model_loading import DEFAULT_MODEL, LoadedModel, ModelSpec, load_model
+from indexer.model_loading import (
+    DEFAULT_MODEL,
+    PRECISIONS,
+    LoadedModel,
+    ModelSpec,
+    load_model,
+)
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +114,8 @@ def run_index(
     started = time.perf_counter()
     if options.batch_size < 1 or options.workers < 1:
         raise BadInput("--batch-size and --workers must be at least 1")
+    if options.precision not in PRECISIONS:
+        raise BadInput(f"unknown precision {options.precision!r}; use {', '.join(PRECISIONS)}")
     with writer_lock(directory):
         catalog = Catalog.open(directory)
         try:

@@ -1,0 +1,123 @@
+"""Model specs, loading through the users' paths, offline errors and precision."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexer.embedder import ImageEmbedder, embed_texts
+from indexer.errors import BadModelSpec, WeightsUnavailable
+from indexer.model_loading import (
+    DEFAULT_MODEL,
+    ModelSpec,
+    list_architectures,
+    load_model,
+    resolve_precision,
+)
+
+
+def test_spec_forms(tmp_path):
+    checkpoint = tmp_path / "mine.pt"
+    checkpoint.write_bytes(b"x")
+    assert ModelSpec.parse(DEFAULT_MODEL) == ModelSpec("tag", "ViT-B-32", "laion2b_s34b_b79k")
+    assert ModelSpec.parse(f"ViT-B-32-256:{checkpoint}") == ModelSpec(
+        "file", "ViT-B-32-256", str(checkpoint)
+    )
+    assert ModelSpec.parse(f"local-dir:{tmp_path}") == ModelSpec("local-dir", str(tmp_path))
+    assert ModelSpec.parse(str(tmp_path)).kind == "local-dir"
+    assert ModelSpec.parse("hf-hub:org/name") == ModelSpec("hf-hub", "org/name")
+    for bad in ("", "ViT-B-32", "ViT-B-32:"):
+        with pytest.raises(BadModelSpec):
+            ModelSpec.parse(bad)
+
+
+def test_config_is_read_without_open_clip():
+    assert ModelSpec.parse("ViT-B-32-256:x.pt").config()["vision_cfg"]["image_size"] == 256
+    assert ModelSpec.parse("photoseek-tiny:x.pt").config()["embed_dim"] == 64
+    assert "photoseek-tiny" in list_architectures()
+
+
+def test_checkpoint_reloads_to_the_same_embeddings(tiny_checkpoint, tmp_path):
+    a = load_model(ModelSpec.parse(tiny_checkpoint), "fp32")
+    b = load_model(ModelSpec.parse(tiny_checkpoint), "fp32")
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    assert np.allclose(ImageEmbedder(a)(pixels), ImageEmbedder(b)(pixels), atol=1e-6)
+    texts = ["a dog on a beach", "a red car"]
+    assert np.allclose(embed_texts(a, texts), embed_texts(b, texts), atol=1e-6)
+    assert (a.dim, a.image_size) == (64, 64)
+
+
+def test_local_dir_model(tiny_checkpoint, tmp_path):
+    """The folder layout `train` writes (open_clip's local-dir) loads, by prefix or bare path."""
+    import torch
+    from safetensors.torch import save_file
+
+    from indexer.locations import data_dir
+
+    state = torch.load(tiny_checkpoint.split(":", 1)[1], weights_only=True)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    save_file({k: v.contiguous() for k, v in state.items()}, folder / "open_clip_model.safetensors")
+    config = json.loads((data_dir() / "model_configs" / "photoseek-tiny.json").read_text())
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": config}))
+    from_dir = load_model(ModelSpec.parse(str(folder)), "fp32")
+    from_file = load_model(ModelSpec.parse(tiny_checkpoint), "fp32")
+    texts = ["a photo of a cat"]
+    assert np.allclose(embed_texts(from_dir, texts), embed_texts(from_file, texts), atol=1e-6)
+    assert ModelSpec.parse(f"local-dir:{folder}").identity().weights.startswith("file:")
+
+
+def test_missing_and_offline_weights_fail_fast_with_a_hint(tmp_path):
+    started = time.monotonic()
+    with pytest.raises(WeightsUnavailable, match="local checkpoint"):
+        load_model(ModelSpec.parse(DEFAULT_MODEL), "fp32")  # HF_HUB_OFFLINE=1 from conftest
+    assert time.monotonic() - started < 30
+    with pytest.raises(WeightsUnavailable, match="no such file"):
+        load_model(ModelSpec.parse(f"photoseek-tiny:{tmp_path / 'gone.pt'}"), "fp32")
+    with pytest.raises(BadModelSpec, match="unknown architecture"):
+        load_model(ModelSpec.parse(f"NoSuchNet:{tmp_path / 'x.pt'}"), "fp32")
+    with pytest.raises(BadModelSpec, match="no pretrained tag"):
+        load_model(ModelSpec.parse("ViT-B-32:nosuchtag"), "fp32")
+    with pytest.raises(WeightsUnavailable):
+        load_model(ModelSpec.parse(str(tmp_path)), "fp32")  # a folder without a model
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(WeightsUnavailable, match="cannot load weights"):
+        load_model(ModelSpec.parse(f"photoseek-tiny:{bad}"), "fp32")
+
+
+def test_identity_follows_the_checkpoint_bytes(tiny_checkpoint, tmp_path):
+    copy = tmp_path / "copy.pt"
+    shutil.copy(tiny_checkpoint.split(":", 1)[1], copy)
+    original = ModelSpec.parse(tiny_checkpoint).identity()
+    same = ModelSpec.parse(f"photoseek-tiny:{copy}").identity()
+    assert original.same_model(same)  # moved checkpoint: same model
+    with open(copy, "ab") as f:
+        f.write(b"\0")
+    assert not original.same_model(ModelSpec.parse(f"photoseek-tiny:{copy}").identity())
+
+
+def test_precision_choice():
+    assert resolve_precision("auto", "cuda:0") == "fp16"
+    assert resolve_precision("fp32", "cpu") == "fp32"
+    cpu_auto = resolve_precision("auto", "cpu")
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    assert cpu_auto == ("bf16" if "avx512_bf16" in flags or "amx_bf16" in flags else "fp32")
+    with pytest.raises(BadModelSpec):
+        resolve_precision("int3", "cpu")
+
+
+def test_bf16_agrees_with_fp32(tiny_checkpoint):
+    fp32 = load_model(ModelSpec.parse(tiny_checkpoint), "fp32")
+    bf16 = load_model(ModelSpec.parse(tiny_checkpoint), "bf16")
+    pixels = np.random.default_rng(1).integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
+    a, b = ImageEmbedder(fp32)(pixels), ImageEmbedder(bf16)(pixels)
+    assert np.min(np.sum(a * b, axis=1)) >= 0.999
