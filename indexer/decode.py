@@ -131,7 +131,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if mode.startswith("I") or mode == "F":
         values = np.asarray(image, dtype=np.float64)
         top = values.max() if values.size else 0.0
-        scale = 255.0 / 65535.0 if top > 255 else 1.0
+        # I;16 is 16-bit by definition (a dark one may stay below 256); for I and F, guess
+        sixteen_bit = mode.startswith("I;16") or top > 255
+        scale = 255.0 / 65535.0 if sixteen_bit else 1.0
         gray = np.clip(values * scale, 0, 255).astype(np.uint8)
         return Image.fromarray(gray, "L").convert("RGB")
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):

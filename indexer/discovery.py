@@ -40,7 +40,10 @@ def extension(path: bytes) -> str:
 
 
 def walk(root: bytes, options: WalkOptions) -> Iterator[FoundFile]:
-    """Every image file under `root` (a directory or a single file), symlinks followed once."""
+    """Every image file under `root` (a directory or a single file), by every path to it.
+
+    Symlinks are followed, except back into a directory the current path is already inside.
+    """
     try:
         st = os.stat(root)
     except OSError as e:
@@ -50,10 +53,11 @@ def walk(root: bytes, options: WalkOptions) -> Iterator[FoundFile]:
         if extension(root) in EXTENSIONS:
             yield FoundFile(root, st.st_size, st.st_mtime_ns)
         return
-    seen_dirs = {(st.st_dev, st.st_ino)}  # a symlinked directory is entered only once: no loops
-    stack = [root]
+    # A loop is a directory inside itself: check the path's ancestors, not every directory seen,
+    # so a real folder is still walked when a symlink to it happened to be found first.
+    stack = [(root, frozenset({(st.st_dev, st.st_ino)}))]
     while stack:
-        directory = stack.pop()
+        directory, ancestors = stack.pop()
         subdirs = []
         for entry in _entries(directory):
             if _skipped(entry.name, os.path.relpath(entry.path, root), options):
@@ -65,9 +69,8 @@ def walk(root: bytes, options: WalkOptions) -> Iterator[FoundFile]:
                 continue
             if entry.is_dir():
                 key = (st.st_dev, st.st_ino)
-                if key not in seen_dirs:
-                    seen_dirs.add(key)
-                    subdirs.append(entry.path)
+                if key not in ancestors:
+                    subdirs.append((entry.path, ancestors | {key}))
             elif extension(entry.name) in EXTENSIONS:
                 yield FoundFile(entry.path, st.st_size, st.st_mtime_ns)
         stack.extend(reversed(subdirs))
