@@ -79,6 +79,23 @@ embeddings = Table(
     Column("vector", LargeBinary, nullable=False),  # float32, L2-normalised
 )
 
+# Text embeddings cached per model (describe's vocabularies and --texts files).
+text_cache = Table(
+    "text_cache",
+    metadata,
+    Column("key", LargeBinary, primary_key=True),  # blake2b(model weights id, text)
+    Column("vector", LargeBinary, nullable=False),
+)
+# A caption corpus (`photoseek texts add`), searched through its own FAISS index.
+texts = Table(
+    "texts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("text", Text, unique=True, nullable=False),
+    Column("vector", LargeBinary, nullable=False),
+    sqlite_autoincrement=True,
+)
+
 OK, ERROR = "ok", "error"
 
 
@@ -119,11 +136,18 @@ class NewImage:
 
 
 def _create_v1(conn: Connection) -> None:
-    metadata.create_all(conn)
+    metadata.create_all(conn, tables=[meta, roots, images, embeddings])
+
+
+def _text_tables(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[text_cache, texts])
 
 
 # Ordered and named; each runs once and is recorded in `migrations`. Append, never edit.
-MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [("0001_initial", _create_v1)]
+MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
+    ("0001_initial", _create_v1),
+    ("0002_text_tables", _text_tables),
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -307,6 +331,47 @@ class Catalog:
                 for image_id, blob in conn.execute(query):
                     out[position[image_id]] = np.frombuffer(blob, dtype=np.float32)
         return out
+
+    # -- texts --------------------------------------------------------------------------------
+
+    def cached_text_vectors(self, keys: list[bytes]) -> dict[bytes, np.ndarray]:
+        found: dict[bytes, np.ndarray] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(keys), 500):
+                query = select(text_cache).where(text_cache.c.key.in_(keys[start : start + 500]))
+                for key, blob in conn.execute(query):
+                    found[key] = np.frombuffer(blob, dtype=np.float32)
+        return found
+
+    def cache_text_vectors(self, entries: dict[bytes, np.ndarray]) -> None:
+        with self.engine.begin() as conn:
+            for key, vector in entries.items():
+                conn.execute(delete(text_cache).where(text_cache.c.key == key))
+                blob = np.ascontiguousarray(vector, np.float32).tobytes()
+                conn.execute(insert(text_cache).values(key=key, vector=blob))
+
+    def add_texts(self, entries: list[tuple[str, np.ndarray]]) -> int:
+        """Add corpus texts not already present; returns how many were new."""
+        with self.engine.begin() as conn:
+            known = set(conn.scalars(select(texts.c.text)))
+            new = [(t, v) for t, v in entries if t not in known]
+            for text_, vector in new:
+                blob = np.ascontiguousarray(vector, np.float32).tobytes()
+                conn.execute(insert(texts).values(text=text_, vector=blob))
+        return len(new)
+
+    def text_corpus(self) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """Every corpus entry: ids, texts and vectors [n, d]."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(texts).order_by(texts.c.id)).all()
+        ids = np.array([r.id for r in rows], dtype=np.int64)
+        vectors = np.stack([np.frombuffer(r.vector, np.float32) for r in rows]) if rows else None
+        return ids, [r.text for r in rows], vectors
+
+    def texts_by_id(self, ids: list[int]) -> dict[int, str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(texts.c.id, texts.c.text).where(texts.c.id.in_(ids)))
+            return dict(rows.all())
 
     # -- counts -------------------------------------------------------------------------------
 

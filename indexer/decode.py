@@ -144,12 +144,18 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def model_input(image: Image.Image, size: int) -> np.ndarray:
-    """Resize the shortest side to `size` (bicubic) and centre-crop: open_clip's eval transform."""
+    """Resize the shortest side to `size` (bicubic) and centre-crop: open_clip's eval transform.
+
+    Sizes and offsets round as torchvision's Resize and CenterCrop do, so the crop lands on the
+    pixels the model saw in training (rounding the long side or flooring the offset moves it).
+    """
     width, height = image.size
-    scale = size / min(width, height)
-    new = (max(size, round(width * scale)), max(size, round(height * scale)))
+    if width <= height:
+        new = (size, int(size * height / width))
+    else:
+        new = (int(size * width / height), size)
     resized = image.resize(new, Image.Resampling.BICUBIC, reducing_gap=3.0)
-    left, top = (new[0] - size) // 2, (new[1] - size) // 2
+    left, top = round((new[0] - size) / 2), round((new[1] - size) / 2)
     return np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import indexer
 
+TOWERS_DIR = "towers"  # inside an index: the ONNX query encoders exported from its model
+
 
 def index_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     """The index directory: the explicit one, else $PHOTOSEEK_INDEX, else the XDG default."""

@@ -35,6 +35,7 @@ from indexer.model_loading import (
     ModelSpec,
     load_model,
 )
+from indexer.towers import install_towers
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +151,9 @@ def _run(
         return summary
     catalog.add_roots(roots)
     jobs = [_Job(f, None) for f in plan.new] + [_Job(f, row.id) for f, row in plan.changed]
+    embedding = _Embedding(catalog, spec, record, options, summary, progress)
     if jobs:
-        _Embedding(catalog, spec, record, options, summary, progress).process(jobs)
+        embedding.process(jobs)
     summary.removed = catalog.delete_ids(row.id for row in plan.gone)
     record = model_record(catalog)
     if record is not None:
@@ -159,6 +161,7 @@ def _run(
         store, changed = vector_store.sync(store, catalog)
         if changed or not (directory / vector_store.VECTORS_FILE).exists():
             store.save(directory)
+        install_towers(directory, record.identity, embedding.loaded_model)
     catalog.checkpoint()
     return summary
 
@@ -280,6 +283,13 @@ class _Embedding:
             with self.lock:
                 self.claimed.discard(job.content_hash)
         return job
+
+    def loaded_model(self) -> LoadedModel:
+        """The model, loading it now if no file needed it yet."""
+        if self._model is None:
+            self._model = Future()
+            self._model.set_result(self._load_model())
+        return self._model.result()
 
     def _load_model(self) -> LoadedModel:
         loaded = load_model(self.spec, self.options.precision, self.options.device)

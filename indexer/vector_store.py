@@ -19,7 +19,8 @@ from indexer.catalog import Catalog
 
 log = logging.getLogger(__name__)
 
-VECTORS_FILE = "vectors.faiss"
+VECTORS_FILE = "vectors.faiss"  # the images; a caption corpus lives in TEXTS_FILE
+TEXTS_FILE = "texts.faiss"
 # Below this many vectors exact search is both fast and exact; above, an IVF index (autofaiss'
 # rule of thumb: about 4*sqrt(n) lists, at least 39 training points per list).
 EXACT_LIMIT = 100_000
@@ -58,8 +59,18 @@ class VectorStore:
         return cls(index, dim)
 
     @classmethod
-    def load(cls, directory: Path, dim: int) -> VectorStore:
-        path = directory / VECTORS_FILE
+    def build(cls, ids: np.ndarray, vectors: np.ndarray) -> VectorStore:
+        """An index of the right kind for this many vectors, trained if it needs to be."""
+        store = cls.empty(vectors.shape[1], len(ids))
+        if not store.index.is_trained:
+            log.info("training %s on %d vectors", choose_index(len(ids)).factory, len(ids))
+            store.index.train(np.ascontiguousarray(vectors, np.float32))
+        store.add(ids, vectors)
+        return store
+
+    @classmethod
+    def load(cls, directory: Path, dim: int, filename: str = VECTORS_FILE) -> VectorStore:
+        path = directory / filename
         if not path.exists():
             return cls.empty(dim)
         index = faiss.read_index(str(path))
@@ -92,10 +103,24 @@ class VectorStore:
             self.index.remove_ids(ids.astype(np.int64))
             self._gpu_index = None
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, ids) per query row; ids are -1 where fewer than k exist."""
-        index = self._search_index()
-        return index.search(np.ascontiguousarray(queries, np.float32), k)
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, ids) per query row, among `allowed` ids if given; -1 ids pad."""
+        queries = np.ascontiguousarray(queries, np.float32)
+        if allowed is None:
+            return self._search_index().search(queries, k)
+        selector = faiss.IDSelectorBatch(allowed.astype(np.int64))
+        if isinstance(self.index, faiss.IndexIDMap2 | faiss.IndexIDMap):
+            params = faiss.SearchParameters(sel=selector)
+        else:
+            # A selective filter leaves few candidates per list: probe more lists, up to all.
+            ivf = faiss.extract_index_ivf(self.index)
+            share = max(len(allowed) / max(len(self), 1), 1e-9)
+            params = faiss.SearchParametersIVF(
+                sel=selector, nprobe=min(ivf.nlist, int(np.ceil(ivf.nprobe / share)))
+            )
+        return self.index.search(queries, k, params=params)
 
     def _search_index(self) -> faiss.Index:
         """The GPU copy when faiss-gpu sees a GPU, else the CPU index."""
@@ -105,10 +130,10 @@ class VectorStore:
                 self._gpu_index = faiss.index_cpu_to_all_gpus(self.index)
         return self._gpu_index
 
-    def save(self, directory: Path) -> None:
+    def save(self, directory: Path, filename: str = VECTORS_FILE) -> None:
         """Write atomically: temp file, fsync, rename, fsync the directory."""
-        final = directory / VECTORS_FILE
-        temp = directory / (VECTORS_FILE + ".tmp")
+        final = directory / filename
+        temp = directory / (filename + ".tmp")
         faiss.write_index(self.index, str(temp))
         with open(temp, "rb") as f:
             os.fsync(f.fileno())
@@ -141,11 +166,5 @@ def sync(store: VectorStore, catalog: Catalog) -> tuple[VectorStore, bool]:
 
 
 def rebuild(catalog: Catalog, dim: int, live: np.ndarray) -> VectorStore:
-    """A fresh index of the right kind for the catalog's live vectors (trains IVF if needed)."""
-    store = VectorStore.empty(dim, len(live))
-    vectors = catalog.vectors(live, dim)
-    if not store.index.is_trained:
-        log.info("training %s on %d vectors", choose_index(len(live)).factory, len(live))
-        store.index.train(vectors)
-    store.add(live, vectors)
-    return store
+    """A fresh index of the right kind for the catalog's live vectors."""
+    return VectorStore.build(live, catalog.vectors(live, dim))

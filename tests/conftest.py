@@ -11,9 +11,16 @@ from PIL import Image
 TINY = "photoseek-tiny"
 
 
+@pytest.fixture(scope="session")
+def towers_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One ONNX export cache for the session: each model is exported once, as for a user."""
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture(autouse=True)
-def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Never touch the user's home or the network: every location points into tmp_path."""
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, towers_cache: Path) -> None:
+    """Never touch the user's home or the network: every location points into tmp dirs."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(towers_cache))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from search.cli import index_cmds
+from search.cli import index_cmds, query_cmds, text_cmds
 
 app = typer.Typer(
     name="photoseek",
@@ -16,6 +16,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 index_cmds.register(app)
+query_cmds.register(app)
+text_cmds.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,129 @@
+"""Query encoders for an index: the model's ONNX towers, exported once per model and user.
+
+Exporting a ViT-B-32 takes seconds, so exports are cached under $XDG_CACHE_HOME/photoseek/towers,
+keyed by the model's identity; each index gets its own copy (hard links where possible), so an
+index directory stays self-contained and portable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from indexer.errors import IndexNotFound, ModelMismatch
+from indexer.locations import TOWERS_DIR
+from indexer.model_loading import LoadedModel, ModelIdentity
+
+TOWERS_FILE = "towers.json"
+VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
+TEXT_INPUT = "tokens"
+IMAGE_INPUT = "pixels"
+OUTPUT = "embedding"
+FORMAT_VERSION = 2  # 2: image size is one int (square input), the indexer's pixels
+
+
+@dataclass(frozen=True)
+class ImagePreprocess:
+    """How the image tower wants its pixels: open_clip's eval transform, written as data.
+
+    Queries use ``size``, ``mean`` and ``std``; the rest records the model's transform, which
+    the export only accepts when it is what ``indexer.decode.model_input`` does.
+    """
+
+    size: int  # square side S of the [S, S, 3] pixels
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str
+    resize_mode: str
+    fill_color: int
+
+
+@dataclass(frozen=True)
+class TowersSpec:
+    """What a query needs to know about exported towers; stored as towers.json beside them."""
+
+    context_length: int
+    embed_dim: int
+    image: ImagePreprocess
+    text_file: str  # graph files; each keeps its weights beside it in <name>.data
+    image_file: str
+    vocab_file: str = VOCAB_FILE
+    version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        """The spec as the JSON text written to towers.json."""
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def read(cls, folder: str | os.PathLike[str]) -> TowersSpec:
+        """Load towers.json from an export folder."""
+        path = Path(folder) / TOWERS_FILE
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise IndexNotFound(f"{path}: no exported ONNX towers here") from None
+        except (OSError, ValueError) as e:
+            raise IndexNotFound(f"{path}: unreadable ({e})") from None
+        if not isinstance(raw, dict):
+            raise IndexNotFound(f"{path}: malformed (not a JSON object)")
+        if raw.get("version") != FORMAT_VERSION:
+            raise ModelMismatch(
+                f"{path}: towers format {raw.get('version')!r}, expected {FORMAT_VERSION}; "
+                "re-export the towers"
+            )
+        try:
+            image = raw.pop("image")
+            for key in ("mean", "std"):
+                image[key] = tuple(image[key])
+            return cls(**raw, image=ImagePreprocess(**image))
+        except (KeyError, TypeError) as e:
+            raise IndexNotFound(f"{path}: malformed ({e})") from None
+
+
+def towers_ready(folder: Path) -> bool:
+    return (folder / TOWERS_FILE).is_file()
+
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(base) / "photoseek" / "towers"
+
+
+def _cache_key(identity: ModelIdentity) -> str:
+    text = f"{FORMAT_VERSION}\0{identity.architecture}\0{identity.weights}"
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def install_towers(
+    directory: Path, identity: ModelIdentity, load: Callable[[], LoadedModel]
+) -> bool:
+    """Give the index its ONNX towers unless it has them; `load` is called only on a cache miss.
+
+    Returns whether anything was installed.
+    """
+    target = directory / TOWERS_DIR
+    if towers_ready(target):
+        return False
+    cached = cache_root() / _cache_key(identity)
+    if not towers_ready(cached):
+        from indexer.onnx_export import export_towers  # imports torch: only when exporting
+
+        export_towers(load().model, cached)
+    staging = directory / f"{TOWERS_DIR}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(cached, staging, copy_function=_link_or_copy)
+    shutil.rmtree(target, ignore_errors=True)  # an incomplete earlier copy
+    os.replace(staging, target)
+    return True
+
+
+def _link_or_copy(source: str, destination: str) -> None:
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)

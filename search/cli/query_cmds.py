@@ -1,0 +1,87 @@
+"""`photoseek search`: text and image queries with arithmetic, filters and every output form."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from search.cli.index_cmds import IndexOpt, JsonOpt
+from search.cli.output import display_path, fail, print_json, write_paths
+
+
+def register(app: typer.Typer) -> None:
+    app.command("search")(search)
+
+
+def search(
+    query: Annotated[
+        list[str] | None,
+        typer.Argument(help="Text and/or image paths; `a + b - c`, weights as `2:term`"),
+    ] = None,
+    index_dir: IndexOpt = None,
+    k: Annotated[int, typer.Option("-k", "--top", help="Number of results")] = 10,
+    image: Annotated[list[str] | None, typer.Option(help="A query image (repeatable)")] = None,
+    under: Annotated[list[str] | None, typer.Option(help="Only under this folder")] = None,
+    glob: Annotated[str | None, typer.Option(help="Only paths or names matching")] = None,
+    after: Annotated[str | None, typer.Option(help="Taken on/after YYYY-MM-DD")] = None,
+    before: Annotated[str | None, typer.Option(help="Taken before YYYY-MM-DD")] = None,
+    min_width: Annotated[int | None, typer.Option(help="Minimum width in px")] = None,
+    min_height: Annotated[int | None, typer.Option(help="Minimum height in px")] = None,
+    camera: Annotated[str | None, typer.Option(help="Camera make/model contains")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Drop results scoring below")] = None,
+    json_out: JsonOpt = False,
+    paths: Annotated[bool, typer.Option("--paths", help="Print only paths, one per line")] = False,
+    nul: Annotated[bool, typer.Option("-0", help="With --paths: NUL-separated")] = False,
+    html: Annotated[Path | None, typer.Option(help="Write a page of results to FILE")] = None,
+) -> None:
+    """Find the images that best match text and/or images."""
+    from indexer.locations import index_dir as resolve_index
+    from search.engine import Engine
+    from search.filters import Filters
+    from search.query import parse_terms
+
+    if nul and not paths:
+        raise fail("-0 goes with --paths")
+    terms = parse_terms(query or [], image or [])
+    filters = Filters(
+        under=tuple(under or ()), glob=glob, after=after, before=before,
+        min_width=min_width, min_height=min_height, camera=camera,
+    )  # fmt: skip
+    with Engine.open(resolve_index(index_dir)) as engine:
+        hits = engine.search(terms, k=k, filters=filters, threshold=threshold)
+    if html is not None:
+        from search.render import write_html
+
+        write_html(html, "photoseek: " + " ".join(query or image or []), [("results", hits)])
+    if json_out:
+        from search.render import hit_json
+
+        print_json([hit_json(hit, rank) for rank, hit in enumerate(hits, 1)])
+    elif paths:
+        write_paths([hit.path for hit in hits], nul)
+    elif html is None or sys.stdout.isatty():
+        _print_table(hits)
+
+
+def _print_table(hits: list) -> None:  # noqa: ANN001 - list of search.engine.Hit
+    if not sys.stdout.isatty():
+        for rank, hit in enumerate(hits, 1):
+            sys.stdout.write(f"{rank}\t{hit.score:.4f}\t{display_path(hit.path)}\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    extra_keys = list(hits[0].extra) if hits else []
+    for key in extra_keys:
+        table.add_column(key, justify="right")
+    table.add_column("path")
+    for rank, hit in enumerate(hits, 1):
+        extras = [f"{hit.extra[key]:.3f}" for key in extra_keys]
+        table.add_row(str(rank), f"{hit.score:.3f}", *extras, display_path(hit.path))
+    Console().print(table if hits else "no results")

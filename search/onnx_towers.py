@@ -1,0 +1,130 @@
+"""Query-time text and image encoders that run the exported ONNX towers without torch.
+
+A cold ``photoseek search`` must answer in well under a second, and importing torch and
+open_clip alone takes seconds. ``indexer.onnx_export`` writes the two towers, ``towers.json``
+and the BPE vocabulary into one folder; this module reads that folder with onnxruntime and a
+torch-free tokenizer. Query images arrive as ``indexer.decode`` pixels, the very function that
+made the index's vectors, so a photo searched for by itself meets its own vector.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from indexer.errors import BadInput, IndexNotFound
+from indexer.towers import (
+    IMAGE_INPUT,
+    OUTPUT,
+    TEXT_INPUT,
+    TowersSpec,
+)
+from search.tokenizer import ClipTokenizer
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+
+class TextEncoder:
+    """Embeds query text with the exported text tower: unit-length float32 rows."""
+
+    def __init__(self, folder: str | os.PathLike[str], batch_size: int = 64) -> None:
+        if batch_size < 1:
+            raise BadInput(f"batch size must be at least 1, got {batch_size}")
+        self.folder = Path(folder)
+        self.spec = TowersSpec.read(self.folder)
+        self.batch_size = batch_size
+        self._tokenizer: ClipTokenizer | None = None
+        self._session: onnxruntime.InferenceSession | None = None
+
+    def encode(self, texts: str | Sequence[str]) -> np.ndarray:
+        """Embeddings [len(texts), embed_dim], L2-normalised; a lone string is one text."""
+        if self._session is None or self._tokenizer is None:
+            vocab = _existing(self.folder / self.spec.vocab_file)
+            self._tokenizer = ClipTokenizer(vocab, self.spec.context_length)
+            self._session = _open_session(_existing(self.folder / self.spec.text_file))
+        tokens = self._tokenizer(texts)
+        batches = (
+            _run(self._session, TEXT_INPUT, tokens[start : start + self.batch_size])
+            for start in range(0, len(tokens), self.batch_size)
+        )
+        return _stack_normalised(batches, self.spec.embed_dim)
+
+
+class ImageEncoder:
+    """Embeds decoded images with the exported image tower: unit-length float32 rows."""
+
+    def __init__(self, folder: str | os.PathLike[str], batch_size: int = 32) -> None:
+        if batch_size < 1:
+            raise BadInput(f"batch size must be at least 1, got {batch_size}")
+        self.folder = Path(folder)
+        self.spec = TowersSpec.read(self.folder)
+        self.image_size = self.spec.image.size
+        self.batch_size = batch_size
+        self._session: onnxruntime.InferenceSession | None = None
+        # Scaled to 0-255 as the indexer's embedder does, so both feed the tower the same floats.
+        self._mean = np.asarray(self.spec.image.mean, dtype=np.float32) * 255.0
+        self._std = np.asarray(self.spec.image.std, dtype=np.float32) * 255.0
+
+    def encode(self, pixels: np.ndarray) -> np.ndarray:
+        """Embeddings [B, embed_dim], L2-normalised, of uint8 RGB pixels [B, S, S, 3].
+
+        The pixels are ``indexer.decode.decode(...).pixels``, stacked, with S = image_size.
+        """
+        expected = (self.image_size, self.image_size, 3)
+        if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != expected:
+            raise BadInput(
+                f"image pixels must be uint8 [B, {', '.join(map(str, expected))}], "
+                f"got {pixels.dtype} {list(pixels.shape)}"
+            )
+        if self._session is None:
+            self._session = _open_session(_existing(self.folder / self.spec.image_file))
+        session, size = self._session, self.batch_size
+        # Normalised a batch at a time: float32 copies of a whole album would not fit in memory.
+        batches = (
+            _run(session, IMAGE_INPUT, self._normalise(pixels[start : start + size]))
+            for start in range(0, len(pixels), size)
+        )
+        return _stack_normalised(batches, self.spec.embed_dim)
+
+    def _normalise(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 [B, S, S, 3] to the tower's float32 [B, 3, S, S], standardised per channel."""
+        scaled = (pixels.astype(np.float32) - self._mean) / self._std
+        return np.ascontiguousarray(scaled.transpose(0, 3, 1, 2))
+
+
+def _existing(path: Path) -> Path:
+    """The path, or IndexNotFound when an export is incomplete."""
+    if not path.is_file():
+        raise IndexNotFound(f"{path}: missing from the exported towers; re-export them")
+    return path
+
+
+def _open_session(path: Path) -> onnxruntime.InferenceSession:
+    """A CPU onnxruntime session for one tower, using every core for the one query in flight."""
+    # Imported here so that commands which never encode don't pay for onnxruntime's import.
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(
+        str(path), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+
+
+def _run(session: onnxruntime.InferenceSession, input_name: str, batch: np.ndarray) -> np.ndarray:
+    """One tower's raw embeddings for one batch."""
+    return session.run([OUTPUT], {input_name: batch})[0]
+
+
+def _stack_normalised(batches: Iterable[np.ndarray], embed_dim: int) -> np.ndarray:
+    """Join batches of embeddings into [N, embed_dim] float32 rows of unit length."""
+    out = np.concatenate([np.empty((0, embed_dim), dtype=np.float32), *batches])
+    # Same floor as torch's F.normalize, so an all-zero row stays zero instead of NaN.
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return (out / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
