@@ -86,7 +86,12 @@ class TowersSpec:
 
 
 def towers_ready(folder: Path) -> bool:
-    return (folder / TOWERS_FILE).is_file()
+    """Whether `folder` holds a complete export in the current format."""
+    try:
+        TowersSpec.read(folder)
+    except (IndexNotFound, ModelMismatch):
+        return False
+    return True
 
 
 def cache_root() -> Path:

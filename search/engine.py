@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from indexer.locations import TOWERS_DIR
 from indexer.vector_store import VectorStore, sync
 from search.filters import Filters
 from search.query import Term, combine
+
+if TYPE_CHECKING:
+    from search.onnx_towers import TextEncoder
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +57,20 @@ class Engine:
         record: ModelRecord,
         store: VectorStore,
         knn: Knn | None = None,
+        text_encoder: TextEncoder | None = None,
     ) -> None:
         self.directory = directory
         self.catalog = catalog
         self.record = record
         self.store = store
         self.knn = knn or self._faiss_knn
-        self._text = None
+        self._text = text_encoder
         self._image = None
 
     @classmethod
-    def open(cls, directory: Path, knn: Knn | None = None) -> Engine:
+    def open(
+        cls, directory: Path, knn: Knn | None = None, text_encoder: TextEncoder | None = None
+    ) -> Engine:
         catalog = open_existing(directory)
         record = model_record(catalog)
         if record is None:
@@ -73,7 +80,7 @@ class Engine:
         if len(store) != catalog.counts()["images"]:
             # A run was killed before its final sync: bring a copy in line, leave the file.
             store, _ = sync(store, catalog)
-        return cls(directory, catalog, record, store, knn)
+        return cls(directory, catalog, record, store, knn, text_encoder)
 
     def close(self) -> None:
         self.catalog.close()

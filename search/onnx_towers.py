@@ -10,7 +10,9 @@ made the index's vectors, so a photo searched for by itself meets its own vector
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,13 +42,37 @@ class TextEncoder:
         self.batch_size = batch_size
         self._tokenizer: ClipTokenizer | None = None
         self._session: onnxruntime.InferenceSession | None = None
+        self._loading: Future[None] | None = None
+
+    def load_in_background(self) -> TextEncoder:
+        """Start loading tokenizer and session in a thread, overlapping the caller's own start-up.
+
+        onnxruntime builds the session without holding the GIL, so on a cold query this hides
+        most of its cost behind the catalog and FAISS imports.
+        """
+        if self._loading is None and self._session is None:
+            self._loading = Future()
+            threading.Thread(target=self._load_into_future, daemon=True).start()
+        return self
+
+    def _load_into_future(self) -> None:
+        try:
+            self._load()
+            self._loading.set_result(None)
+        except BaseException as e:  # handed to the thread that calls encode()
+            self._loading.set_exception(e)
+
+    def _load(self) -> None:
+        vocab = _existing(self.folder / self.spec.vocab_file)
+        self._tokenizer = ClipTokenizer(vocab, self.spec.context_length)
+        self._session = _open_session(_existing(self.folder / self.spec.text_file))
 
     def encode(self, texts: str | Sequence[str]) -> np.ndarray:
         """Embeddings [len(texts), embed_dim], L2-normalised; a lone string is one text."""
-        if self._session is None or self._tokenizer is None:
-            vocab = _existing(self.folder / self.spec.vocab_file)
-            self._tokenizer = ClipTokenizer(vocab, self.spec.context_length)
-            self._session = _open_session(_existing(self.folder / self.spec.text_file))
+        if self._loading is not None:
+            self._loading.result()
+        elif self._session is None:
+            self._load()
         tokens = self._tokenizer(texts)
         batches = (
             _run(self._session, TEXT_INPUT, tokens[start : start + self.batch_size])

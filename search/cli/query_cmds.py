@@ -36,21 +36,37 @@ def search(
     paths: Annotated[bool, typer.Option("--paths", help="Print only paths, one per line")] = False,
     nul: Annotated[bool, typer.Option("-0", help="With --paths: NUL-separated")] = False,
     html: Annotated[Path | None, typer.Option(help="Write a page of results to FILE")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Fail unless the index was built with this model")
+    ] = None,
 ) -> None:
     """Find the images that best match text and/or images."""
+    from indexer.locations import TOWERS_DIR
     from indexer.locations import index_dir as resolve_index
-    from search.engine import Engine
-    from search.filters import Filters
     from search.query import parse_terms
 
     if nul and not paths:
         raise fail("-0 goes with --paths")
     terms = parse_terms(query or [], image or [])
+    directory = resolve_index(index_dir)
+    text_encoder = None
+    if any(t.text for t in terms) and (directory / TOWERS_DIR / "towers.json").is_file():
+        from search.onnx_towers import TextEncoder
+
+        text_encoder = TextEncoder(directory / TOWERS_DIR).load_in_background()
+    from search.engine import Engine  # the catalog and FAISS imports overlap the loading
+    from search.filters import Filters
+
     filters = Filters(
         under=tuple(under or ()), glob=glob, after=after, before=before,
         min_width=min_width, min_height=min_height, camera=camera,
     )  # fmt: skip
-    with Engine.open(resolve_index(index_dir)) as engine:
+    with Engine.open(directory, text_encoder=text_encoder) as engine:
+        if model:
+            from indexer.index_dir import check_model
+            from indexer.model_loading import ModelSpec
+
+            check_model(engine.catalog, ModelSpec.parse(model).identity())
         hits = engine.search(terms, k=k, filters=filters, threshold=threshold)
     if html is not None:
         from search.render import write_html
