@@ -22,6 +22,7 @@ import onnx
 import open_clip
 import torch
 from open_clip.tokenizer import default_bpe
+from open_clip.transformer import ResidualAttentionBlock
 
 from indexer.errors import BadModelSpec
 from indexer.towers import (
@@ -52,6 +53,62 @@ class _TextTower(torch.nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.model.encode_text(tokens, normalize=False)
+
+
+class _TrimmedTextTower(_TextTower):
+    """CLIP's encode_text over only the first L tokens (L = the longest text in the batch).
+
+    Under the causal mask the end-of-text token's features depend only on the tokens before
+    it, so the padding after it changes nothing but the cost: a short query runs ~8 positions
+    instead of 77, about 10x less work on the cold path.
+    """
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        length = tokens.shape[1]
+        x = m.token_embedding(tokens) + m.positional_embedding[:length]
+        mask = m.attn_mask[:length, :length]
+        for block in m.transformer.resblocks:
+            x = x + block.ls_1(_attention(block.attn, block.ln_1(x), mask))
+            x = x + block.ls_2(block.mlp(block.ln_2(x)))
+        x = m.ln_final(x)[torch.arange(x.shape[0]), tokens.argmax(dim=-1)]
+        projection = m.text_projection
+        return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
+
+
+def _attention(
+    attn: torch.nn.MultiheadAttention, x: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Batch-first self-attention with shapes taken from the input, so the length can vary.
+
+    nn.MultiheadAttention's own reshapes trace to the example's length as a constant.
+    """
+    heads = attn.num_heads
+    q, k, v = torch.nn.functional.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1)
+    q, k, v = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k, v))
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(x.dtype))
+    return attn.out_proj(out.transpose(1, 2).flatten(2))
+
+
+def _trimmable(model: torch.nn.Module) -> bool:
+    """Whether `model` is open_clip's built-in CLIP text tower: causal, argmax-pooled, plain
+    batch-first residual blocks (the structure _TrimmedTextTower re-traces)."""
+    if not isinstance(model, open_clip.CLIP):
+        return False
+    blocks = getattr(model.transformer, "resblocks", [])
+    return (
+        getattr(model, "text_pool_type", "argmax") == "argmax"
+        and getattr(model, "attn_mask", None) is not None
+        and getattr(model.transformer, "batch_first", False)
+        and all(
+            type(b) is ResidualAttentionBlock
+            and isinstance(b.attn, torch.nn.MultiheadAttention)
+            and b.attn.batch_first
+            and b.attn._qkv_same_embed_dim
+            and not hasattr(b, "ln_1_kv")
+            for b in blocks
+        )
+    )
 
 
 class _ImageTower(torch.nn.Module):
@@ -91,9 +148,11 @@ def export_towers(model: torch.nn.Module, out_dir: str | os.PathLike[str]) -> Pa
     try:
         with torch.no_grad(), _mha_fastpath(False):
             embed_dim = int(twin.encode_text(tokens).shape[-1])
-            _export(_TextTower(twin), tokens, TEXT_INPUT, out / text_file)
+            trim = _trimmable(twin)
+            text_tower = _TrimmedTextTower(twin) if trim else _TextTower(twin)
+            _export(text_tower, tokens, TEXT_INPUT, out / text_file, dynamic_length=trim)
             _export(_ImageTower(twin), pixels, IMAGE_INPUT, out / image_file)
-        spec = TowersSpec(context_length, embed_dim, image_cfg, text_file, image_file)
+        spec = TowersSpec(context_length, embed_dim, image_cfg, text_file, image_file, trim)
         with _replacing(out / spec.vocab_file) as tmp:
             shutil.copyfile(default_bpe(), tmp)
         with _replacing(out / TOWERS_FILE) as tmp:
@@ -151,8 +210,15 @@ def _example_tokens(context_length: int) -> torch.Tensor:
     return tokens
 
 
-def _export(tower: torch.nn.Module, example: torch.Tensor, input_name: str, target: Path) -> None:
+def _export(
+    tower: torch.nn.Module,
+    example: torch.Tensor,
+    input_name: str,
+    target: Path,
+    dynamic_length: bool = False,
+) -> None:
     """Trace one tower to target (the graph) and target.data (its weights)."""
+    input_axes = {0: "batch", 1: "length"} if dynamic_length else {0: "batch"}
     traced = target.with_name(f".{target.name}.traced.tmp")
     try:
         with warnings.catch_warnings():
@@ -170,7 +236,7 @@ def _export(tower: torch.nn.Module, example: torch.Tensor, input_name: str, targ
                 str(traced),
                 input_names=[input_name],
                 output_names=[OUTPUT],
-                dynamic_axes={input_name: {0: "batch"}, OUTPUT: {0: "batch"}},
+                dynamic_axes={input_name: input_axes, OUTPUT: {0: "batch"}},
                 opset_version=OPSET,
                 dynamo=False,
             )

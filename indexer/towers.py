@@ -24,7 +24,7 @@ VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
 TEXT_INPUT = "tokens"
 IMAGE_INPUT = "pixels"
 OUTPUT = "embedding"
-FORMAT_VERSION = 2  # 2: image size is one int (square input), the indexer's pixels
+FORMAT_VERSION = 3  # 2: square image size; 3: text_trimmed
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ class TowersSpec:
     image: ImagePreprocess
     text_file: str  # graph files; each keeps its weights beside it in <name>.data
     image_file: str
+    text_trimmed: bool  # the text tower takes [B, L ≤ context_length]: padding may be cut
     vocab_file: str = VOCAB_FILE
     version: int = FORMAT_VERSION
 

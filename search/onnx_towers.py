@@ -74,6 +74,8 @@ class TextEncoder:
         elif self._session is None:
             self._load()
         tokens = self._tokenizer(texts)
+        if self.spec.text_trimmed and len(tokens):  # cut padding after the longest text's end
+            tokens = tokens[:, : int(tokens.argmax(axis=1).max()) + 1]
         batches = (
             _run(self._session, TEXT_INPUT, tokens[start : start + self.batch_size])
             for start in range(0, len(tokens), self.batch_size)

@@ -288,3 +288,15 @@ def test_query_path_never_imports_torch(towers: Path) -> None:
         [sys.executable, "-c", script], cwd=repo, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_text_tower_runs_only_as_long_as_the_longest_text(towers: Path, tiny_model) -> None:
+    """CLIP's causal text tower is exported trimmable: a short query skips the padding, and
+    a short and a 77-token text in one batch still match torch."""
+    model, _ = tiny_model
+    assert TowersSpec.read(towers).text_trimmed
+    texts = ["a cat", "word " * 100]
+    with torch.no_grad():
+        expected = model.encode_text(open_clip.tokenize(texts), normalize=True).numpy()
+    got = TextEncoder(towers).encode(texts)
+    assert np.min(np.sum(got * expected, axis=1)) >= 0.999

@@ -1,0 +1,243 @@
+"""Query benchmark for the README: cold CLI queries against rclip, warm latency and recall.
+
+Run with the project's interpreter after `bench/index_bench.py` has set up its cache once
+(photos, rclip peer, random ViT-B-32-256 checkpoint):
+
+    .venv/bin/python bench/query_bench.py [--runs N] [--sizes 10000,100000,1000000] [--cache DIR]
+
+Measured (printed, and written to bench/out/query_bench.json):
+  1. cold `photoseek search "text"`: a new process each time, against a 10,000-image index
+     (the 62 real photos indexed with ViT-B-32-256 random weights, plus synthetic rows up to
+     10,000), alternating with rclip's cold `rclip -n` query on the same photos; median of runs;
+  2. warm latency through the library API (index open, query vector given): p50/p95 over 300
+     queries, and recall@10 against exact search, on synthetic clustered vectors at each size;
+  3. warm text query end to end (ONNX text tower + search) on the 10k index.
+Random weights: compare speed only, never quality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from index_bench import (  # noqa: E402 - the index benchmark owns the shared setup
+    ARCH,
+    DEFAULT_CACHE,
+    Paths,
+    ensure_checkpoint,
+    ensure_peer,
+    ensure_photos,
+    peer_env,
+    photoseek_bin,
+    rclip_cmd,
+    run_child,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+OUT_FILE = REPO / "bench" / "out" / "query_bench.json"
+QUERY = "a dog on a beach"
+DIM = 512
+COLD_TARGET_S = 0.8
+WARM_P95_TARGET_MS = 20.0
+RECALL_TARGET = 0.95
+
+
+def build_cold_index(paths: Paths, size: int) -> Path:
+    """The 62 photos indexed for real, padded with synthetic rows to `size` images."""
+    from indexer.catalog import Catalog, NewImage
+    from indexer.vector_store import VectorStore, sync
+
+    index = paths.cache / f"query-{size}" / "index"
+    done = index / "bench.complete"
+    if done.exists():
+        return index
+    shutil.rmtree(index, ignore_errors=True)
+    model = f"{ARCH}:{paths.checkpoint}"
+    run_child([photoseek_bin(), "index", paths.photos, "--index", index, "--model", model],
+              env=peer_env(paths), what="photoseek index")  # fmt: skip
+    catalog = Catalog.open(index)
+    have = catalog.counts()["images"]
+    vectors = clustered(size - have, DIM, seed=1)
+    rows = [
+        NewImage(f"/synthetic/{i // 1000:03d}/{i:07d}.jpg".encode(), 3_000_000, 1,
+                 i.to_bytes(16, "big"), vector=v, width=4000, height=3000)
+        for i, v in enumerate(vectors)
+    ]  # fmt: skip
+    for start in range(0, len(rows), 5000):
+        catalog.write_batch(rows[start : start + 5000])
+    store, _ = sync(VectorStore.load(index, DIM), catalog)
+    store.save(index)
+    catalog.checkpoint()
+    catalog.close()
+    done.write_text("ok")
+    return index
+
+
+def clustered(n: int, d: int, seed: int, clusters: int = 2000) -> np.ndarray:
+    """Unit vectors drawn around random centres, like embeddings of a real photo collection."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, d)).astype(np.float32)
+    out = np.empty((n, d), np.float32)
+    for start in range(0, n, 100_000):
+        m = min(100_000, n - start)
+        which = rng.integers(0, clusters, m)
+        out[start : start + m] = centres[which] + 0.6 * rng.standard_normal((m, d), np.float32)
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def cold_queries(paths: Paths, index: Path, runs: int) -> dict:
+    ours_cmd = [photoseek_bin(), "search", QUERY, "--index", index, "-k", "10"]
+    theirs_cmd = rclip_cmd(paths, no_indexing=True)
+    ours, theirs = [], []
+    run_child(ours_cmd, env=peer_env(paths), what="photoseek search")  # warms the page cache
+    run_child(theirs_cmd, cwd=paths.photos, env=peer_env(paths), what="rclip -n")
+    for i in range(runs):
+        for side in (("ours", "theirs") if i % 2 == 0 else ("theirs", "ours")):
+            if side == "ours":
+                ours.append(run_child(ours_cmd, env=peer_env(paths), what="photoseek search"))
+            else:
+                theirs.append(run_child(theirs_cmd, cwd=paths.photos, env=peer_env(paths),
+                                        what="rclip -n"))  # fmt: skip
+    med_ours = statistics.median(r.wall_s for r in ours)
+    med_theirs = statistics.median(r.wall_s for r in theirs)
+    return {
+        "photoseek_wall_s": [round(r.wall_s, 3) for r in ours],
+        "rclip_wall_s": [round(r.wall_s, 3) for r in theirs],
+        "photoseek_median_s": round(med_ours, 3),
+        "rclip_median_s": round(med_theirs, 3),
+        "photoseek_index_images": 10_000,
+        "rclip_index_images": len(list(paths.photos.iterdir())),
+        "ratio_rclip_over_photoseek": round(med_theirs / med_ours, 2),
+        "meets_target": med_ours <= COLD_TARGET_S,
+    }
+
+
+def warm_store(size: int, queries: int = 300) -> dict:
+    """p50/p95 of store search + catalog-free id lookup, and recall@10 vs exact search."""
+    import faiss
+
+    from indexer.vector_store import VectorStore, choose_index
+
+    data = clustered(size, DIM, seed=2)
+    ids = np.arange(1, size + 1, dtype=np.int64)
+    started = time.perf_counter()
+    store = VectorStore.build(ids, data)
+    build_s = time.perf_counter() - started
+    query_vectors = clustered(queries, DIM, seed=3)
+    exact = faiss.IndexFlatIP(DIM)
+    exact.add(data)
+    _, truth = exact.search(query_vectors, 10)
+    latencies, hits = [], 0
+    for q, true_ids in zip(query_vectors, truth, strict=True):
+        t = time.perf_counter()
+        _, found = store.search(q[None, :], 10)
+        latencies.append((time.perf_counter() - t) * 1000)
+        hits += len(set(found[0].tolist()) & set((true_ids + 1).tolist()))
+    return {
+        "vectors": size,
+        "index": choose_index(size).factory,
+        "nprobe": choose_index(size).nprobe,
+        "build_s": round(build_s, 1),
+        "p50_ms": round(float(np.percentile(latencies, 50)), 3),
+        "p95_ms": round(float(np.percentile(latencies, 95)), 3),
+        "recall_at_10": round(hits / (10 * queries), 4),
+    }
+
+
+def warm_engine(index: Path, queries: int = 100) -> dict:
+    """Library API on the 10k index: vector search with catalog rows, and a full text query."""
+    from search.engine import Engine
+    from search.query import parse_terms
+
+    engine = Engine.open(index)
+    vectors = clustered(queries, DIM, seed=4)
+    engine.search_vector(vectors[0], 10)
+    search_ms = []
+    for v in vectors:
+        t = time.perf_counter()
+        engine.search_vector(v, 10)
+        search_ms.append((time.perf_counter() - t) * 1000)
+    terms = parse_terms([QUERY])
+    engine.search(terms, 10)
+    text_ms = []
+    for i in range(queries // 4):
+        t = time.perf_counter()
+        engine.search(parse_terms([f"{QUERY} {i}"]), 10)
+        text_ms.append((time.perf_counter() - t) * 1000)
+    engine.close()
+    return {
+        "vector_search_with_rows_p50_ms": round(float(np.percentile(search_ms, 50)), 3),
+        "vector_search_with_rows_p95_ms": round(float(np.percentile(search_ms, 95)), 3),
+        "text_query_p50_ms": round(float(np.percentile(text_ms, 50)), 2),
+        "text_query_p95_ms": round(float(np.percentile(text_ms, 95)), 2),
+    }
+
+
+def markdown(result: dict, command: str) -> str:
+    cold = result["cold"]
+    lines = [
+        f"`{command}` — {os.cpu_count()} CPUs; random ViT-B-32-256 weights on both sides.",
+        "",
+        "| Cold CLI text query, new process, median | photoseek (10,000 images) | rclip "
+        f"({cold['rclip_index_images']} images) | rclip / photoseek |",
+        "|---|---:|---:|---:|",
+        f"| wall time | {cold['photoseek_median_s']:.3f} s | {cold['rclip_median_s']:.3f} s "
+        f"| {cold['ratio_rclip_over_photoseek']:.2f}x |",
+        "",
+        "| Warm search (library API), vectors | index | p50 | p95 | recall@10 |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    for row in result["warm"]:
+        probe = f" (nprobe {row['nprobe']})" if row["nprobe"] else ""
+        lines.append(
+            f"| {row['vectors']:,} | {row['index']}{probe} | {row['p50_ms']:.2f} ms "
+            f"| {row['p95_ms']:.2f} ms | {row['recall_at_10']:.3f} |"
+        )
+    engine = result["engine"]
+    lines += [
+        "",
+        f"Warm, 10k index through `Engine`: vector search + catalog rows p95 "
+        f"{engine['vector_search_with_rows_p95_ms']:.2f} ms; a text query including the ONNX "
+        f"text tower p50 {engine['text_query_p50_ms']:.1f} ms, p95 "
+        f"{engine['text_query_p95_ms']:.1f} ms.",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    args = parser.parse_args()
+    paths = Paths(args.cache)
+    os.environ.update(HF_HUB_OFFLINE="1", XDG_CACHE_HOME=str(paths.xdg_cache))
+    ensure_photos(paths)
+    ensure_peer(paths)
+    ensure_checkpoint(paths.checkpoint, ARCH)
+    index = build_cold_index(paths, 10_000)
+    result = {"command": " ".join(sys.argv), "cold": cold_queries(paths, index, args.runs)}
+    print(json.dumps(result["cold"]), flush=True)
+    result["engine"] = warm_engine(index)
+    print(json.dumps(result["engine"]), flush=True)
+    result["warm"] = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        result["warm"].append(warm_store(size))
+        print(json.dumps(result["warm"][-1]), flush=True)
+    result["markdown"] = markdown(result, "python bench/query_bench.py " + " ".join(sys.argv[1:]))
+    OUT_FILE.parent.mkdir(exist_ok=True)
+    OUT_FILE.write_text(json.dumps(result, indent=2) + "\n")
+    print(result["markdown"])
+
+
+if __name__ == "__main__":
+    main()
