@@ -83,9 +83,11 @@ def build_cold_index(paths: Paths, size: int) -> Path:
 
 
 def clustered(n: int, d: int, seed: int, clusters: int = 2000) -> np.ndarray:
-    """Unit vectors drawn around random centres, like embeddings of a real photo collection."""
+    """Unit vectors around 2,000 fixed random centres, like a photo collection's embeddings
+    (many shots of the same scenes); `seed` draws which centre and the noise, so queries from
+    another seed fall among the same clusters as the collection."""
+    centres = np.random.default_rng(0).standard_normal((clusters, d)).astype(np.float32)
     rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((clusters, d)).astype(np.float32)
     out = np.empty((n, d), np.float32)
     for start in range(0, n, 100_000):
         m = min(100_000, n - start)
