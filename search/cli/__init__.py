@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from search.cli import index_cmds, query_cmds, text_cmds
+from search.cli import index_cmds, query_cmds, text_cmds, train_cmds
 
 app = typer.Typer(
     name="photoseek",
@@ -18,6 +18,7 @@ app = typer.Typer(
 index_cmds.register(app)
 query_cmds.register(app)
 text_cmds.register(app)
+train_cmds.register(app)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from search.cli.output import display_path, json_path, print_json
+from search.cli.progress import ProgressBar
 
 IndexOpt = Annotated[
     Path | None,
@@ -65,7 +66,8 @@ def index(
         dry_run=dry_run,
     )
     directory = resolve_index(index_dir)
-    with _progress_bar(enabled=not json_out and sys.stderr.isatty()) as progress:
+    bar = ProgressBar("indexing", _describe, not json_out and sys.stderr.isatty(), unit="img")
+    with bar as progress:
         summary = run_index(directory, options, progress)
     if json_out:
         result = summary.counts()
@@ -139,47 +141,5 @@ def models() -> None:
         typer.echo(name)
 
 
-class _progress_bar:  # noqa: N801 - used as a context manager, named like one
-    """A rich progress bar with images/s and ETA on a terminal; nothing otherwise."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._bar = None
-        self._task = None
-
-    def __enter__(self):  # noqa: ANN204
-        if not self.enabled:
-            return None
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        self._bar = Progress(
-            TextColumn("indexing"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeRemainingColumn(),
-            transient=True,
-        )
-        self._bar.start()
-        self._task = self._bar.add_task("index", total=None, rate="")
-        return self._update
-
-    def _update(self, event) -> None:  # noqa: ANN001
-        task = self._bar.tasks[0]
-        speed = task.speed or 0.0
-        self._bar.update(
-            self._task,
-            completed=event.done,
-            total=event.total,
-            rate=f"{speed:.1f} img/s" if speed else "",
-        )
-
-    def __exit__(self, *exc) -> None:  # noqa: ANN002
-        if self._bar is not None:
-            self._bar.stop()
+def _describe(event) -> tuple[int, int, str]:  # noqa: ANN001 - pipeline.Progress
+    return event.done, event.total, ""

@@ -1,0 +1,102 @@
+"""`photoseek train` and `photoseek eval`: fit a dual encoder + ITM head, and measure it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from search.cli.index_cmds import JsonOpt
+from search.cli.output import print_json
+from search.cli.progress import ProgressBar
+
+PairsOpt = Annotated[
+    Path,
+    typer.Option("--pairs", help="JSONL ({image, caption[, negatives, group]}) or CSV "
+                 "(image,caption); image paths relative to the file"),
+]  # fmt: skip
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+    app.command("eval")(evaluate)
+
+
+def train(
+    pairs: PairsOpt,
+    out: Annotated[Path, typer.Option("--out", help="Model folder to write (resumes if present)")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="open_clip NAME[:PRETRAINED|:CHECKPOINT] or DIR to fine-tune "
+            "[default: the tiny photoseek-shapes config, from scratch]"
+        ),
+    ] = None,  # fmt: skip
+    epochs: Annotated[int, typer.Option(help="Passes over the pairs")] = 10,
+    seed: Annotated[int, typer.Option(help="Same seed and data, same weights")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Pairs per step")] = 128,
+    lock_image: Annotated[bool, typer.Option(help="Freeze the image tower (LiT)")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train the dual encoder and its ITM rerank head; OUT then works as --model OUT."""
+    from indexer.pairs import read_pairs
+    from indexer.training import train as run_training
+
+    rows = read_pairs(pairs)
+    groups = [r.group for r in rows]
+    bar = ProgressBar("training", _describe, enabled=not json_out and sys.stderr.isatty())
+    with bar as progress:
+        result = run_training(
+            [(str(r.image), r.caption, r.negatives) for r in rows],
+            out,
+            model=model,
+            lock_image=lock_image,
+            epochs=epochs,
+            seed=seed,
+            batch_size=batch_size,
+            groups=groups if None not in groups else None,
+            progress=progress,
+        )
+    summary = {
+        "out": str(result.out_dir),
+        "epochs_run": result.epochs_run,
+        "alpha": result.alpha,
+        "skipped": result.skipped,
+    }
+    if json_out:
+        print_json(summary)
+    else:
+        typer.echo(f"trained {result.epochs_run} epochs into {result.out_dir} "
+                   f"(use it as --model {result.out_dir})", err=True)  # fmt: skip
+
+
+def evaluate(
+    pairs: PairsOpt,
+    model: Annotated[Path, typer.Option("--model", help="A folder written by `photoseek train`")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Text→image and image→text R@1/5/10, ITC alone and reranked by the ITM head."""
+    from indexer.evaluation import evaluate_pairs
+    from indexer.pairs import read_pairs
+
+    report = evaluate_pairs(model, read_pairs(pairs))
+    if json_out:
+        print_json(report)
+        return
+    twin = report.get("twin_accuracy", {})
+    typer.echo(
+        "ranking      t2i R@1  R@5   R@10   i2t R@1  R@5   R@10" + ("   twin" if twin else "")
+    )
+    for name in ("itc", "itm_k8", "itm_k16", "itm_k32"):
+        t, i = report[name]["t2i"], report[name]["i2t"]
+        row = f"{name:<12} {t['r1']:.3f}  {t['r5']:.3f} {t['r10']:.3f}  {i['r1']:.3f}  "
+        row += f"{i['r5']:.3f} {i['r10']:.3f}"
+        typer.echo(row + (f"  {twin[name]:.3f}" if twin else ""))
+
+
+def _describe(event) -> tuple[int, int, str]:  # noqa: ANN001 - training.TrainProgress
+    info = (f"epoch {event.epoch + 1}  itc {event.itc_loss:.3f}  itm {event.itm_loss:.3f}  "
+            f"{event.images_per_s:.0f} img/s")  # fmt: skip
+    return event.step, event.steps, info
