@@ -79,6 +79,13 @@ embeddings = Table(
     Column("vector", LargeBinary, nullable=False),  # float32, L2-normalised
 )
 
+# The ITM head's compact per-image tokens (fp16), for reranking; only with a head-bearing model.
+itm_tokens = Table(
+    "itm_tokens",
+    metadata,
+    Column("image_id", Integer, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    Column("tokens", LargeBinary, nullable=False),
+)
 # Text embeddings cached per model (describe's vocabularies and --texts files).
 text_cache = Table(
     "text_cache",
@@ -133,6 +140,7 @@ class NewImage:
     camera_make: str | None = None
     camera_model: str | None = None
     error: str | None = None
+    tokens: np.ndarray | None = None  # the ITM head's stored form, fp16
 
 
 def _create_v1(conn: Connection) -> None:
@@ -143,10 +151,15 @@ def _text_tables(conn: Connection) -> None:
     metadata.create_all(conn, tables=[text_cache, texts])
 
 
+def _itm_tokens(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[itm_tokens])
+
+
 # Ordered and named; each runs once and is recorded in `migrations`. Append, never edit.
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("0001_initial", _create_v1),
     ("0002_text_tables", _text_tables),
+    ("0003_itm_tokens", _itm_tokens),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -260,20 +273,39 @@ class Catalog:
             row = conn.execute(query.where(images.c.status == OK)).first()
         return ImageRow(*row) if row else None
 
-    def vectors_by_hash(self, hashes: Iterable[bytes]) -> dict[bytes, np.ndarray]:
-        """An embedding for each hash that some live row already has."""
+    def vectors_by_hash(
+        self, hashes: Iterable[bytes]
+    ) -> dict[bytes, tuple[np.ndarray, np.ndarray | None]]:
+        """An embedding (and stored ITM tokens, if any) for each hash some live row has."""
         wanted = list(hashes)
-        found: dict[bytes, np.ndarray] = {}
+        found: dict[bytes, tuple[np.ndarray, np.ndarray | None]] = {}
         with self.engine.connect() as conn:
             for start in range(0, len(wanted), 500):
                 query = (
-                    select(images.c.content_hash, embeddings.c.vector)
+                    select(images.c.content_hash, embeddings.c.vector, itm_tokens.c.tokens)
                     .join(embeddings, embeddings.c.image_id == images.c.id)
+                    .outerjoin(itm_tokens, itm_tokens.c.image_id == images.c.id)
                     .where(images.c.content_hash.in_(wanted[start : start + 500]))
                 )
-                for content_hash, blob in conn.execute(query):
-                    found[content_hash] = np.frombuffer(blob, dtype=np.float32)
+                for content_hash, blob, tokens in conn.execute(query):
+                    found[content_hash] = (
+                        np.frombuffer(blob, dtype=np.float32),
+                        None if tokens is None else np.frombuffer(tokens, dtype=np.float16),
+                    )
         return found
+
+    def tokens_by_id(self, ids: list[int]) -> dict[int, np.ndarray]:
+        """Stored ITM tokens (flat fp16) of the given rows that have them."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(itm_tokens).where(itm_tokens.c.image_id.in_(ids)))
+            return {i: np.frombuffer(blob, dtype=np.float16) for i, blob in rows}
+
+    def token_bytes(self) -> tuple[int, int]:
+        """(rows with stored ITM tokens, their total bytes)."""
+        query = select(func.count(), func.coalesce(func.sum(func.length(itm_tokens.c.tokens)), 0))
+        with self.engine.connect() as conn:
+            count, total = conn.execute(query).one()
+        return int(count), int(total)
 
     def write_batch(self, new: list[NewImage], replaced_ids: Iterable[int] = ()) -> list[int]:
         """Insert a batch of files (and drop the rows they replace) in one transaction."""
@@ -303,6 +335,9 @@ class Catalog:
                 if item.vector is not None:
                     blob = np.ascontiguousarray(item.vector, dtype=np.float32).tobytes()
                     conn.execute(insert(embeddings).values(image_id=image_id, vector=blob))
+                if item.vector is not None and item.tokens is not None:
+                    blob = np.ascontiguousarray(item.tokens, dtype=np.float16).tobytes()
+                    conn.execute(insert(itm_tokens).values(image_id=image_id, tokens=blob))
         return ids
 
     def delete_ids(self, ids: Iterable[int]) -> int:

@@ -20,13 +20,25 @@ class ImageEmbedder:
         self._std = torch.tensor(loaded.std, device=loaded.device).view(shape) * 255.0
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        return self.with_tokens(pixels)[0]
+
+    def with_tokens(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Embeddings [B, D], and the ITM head's stored tokens [B, P', d] fp16 if it has one."""
         torch = self._torch
+        head = self.loaded.head
         with torch.inference_mode():
             x = torch.from_numpy(pixels).to(self.loaded.device).permute(0, 3, 1, 2).float()
             x = ((x - self._mean) / self._std).to(self.loaded.dtype)
-            features = self.loaded.model.encode_image(x).float()
-            features = torch.nn.functional.normalize(features, dim=-1)
-        return features.cpu().numpy()
+            if head is None:
+                features, tokens = self.loaded.model.encode_image(x), None
+            else:
+                from indexer.itm_head import image_features_and_tokens
+
+                features, patches = image_features_and_tokens(self.loaded.model, x)
+                tokens = head.compact_image_tokens(patches, features).to(torch.float16)
+                tokens = tokens.cpu().numpy()
+            features = torch.nn.functional.normalize(features.float(), dim=-1)
+        return features.cpu().numpy(), tokens
 
 
 def embed_texts(loaded: LoadedModel, texts: list[str]) -> np.ndarray:

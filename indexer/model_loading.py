@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "ViT-B-32:laion2b_s34b_b79k"
+HEAD_FILE = "itm_head.json"  # in a model folder: the ITM rerank head trained with it
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _HUB_HOST = "huggingface.co"
 _FINGERPRINT_SPAN = 4 << 20  # bytes hashed at each end of a checkpoint
@@ -126,6 +127,7 @@ class LoadedModel:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     dim: int
+    head: Any = None  # the ITM head (indexer.itm_head.ItmHead) of a model folder that has one
 
 
 def _open_clip_configs() -> Path:
@@ -280,6 +282,7 @@ def load_model(spec: ModelSpec, precision: str = "auto", device: str | None = No
     except Exception as e:  # noqa: BLE001 - a corrupt checkpoint fails deep in torch/pickle in many ways
         raise _unavailable(spec, str(e).splitlines()[0] if str(e) else type(e).__name__) from None
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    head = _load_head(spec, model)  # before the cast: it checks the fp32 weights' fingerprint
     model = model.to(device=device, dtype=dtype).eval()
     cfg = model.visual.preprocess_cfg
     size = cfg["size"]
@@ -293,4 +296,14 @@ def load_model(spec: ModelSpec, precision: str = "auto", device: str | None = No
         mean=tuple(cfg["mean"]),
         std=tuple(cfg["std"]),
         dim=int(model.visual.output_dim),
+        head=head.to(device=device, dtype=dtype) if head is not None else None,
     )
+
+
+def _load_head(spec: ModelSpec, model: Any) -> Any:
+    """The ITM head `photoseek train` saved beside a model folder's weights, if any."""
+    if spec.kind != "local-dir" or not (Path(spec.name) / HEAD_FILE).is_file():
+        return None
+    from indexer.training import load_head
+
+    return load_head(spec.name, model)

@@ -297,7 +297,7 @@ class _Embedding:
             check_model(self.catalog, loaded.identity)
         return loaded
 
-    def _embed(self, jobs: list[_Job]) -> np.ndarray:
+    def _embed(self, jobs: list[_Job]) -> list[tuple[np.ndarray, np.ndarray | None]]:
         if self._embedder is None:
             loaded = self._model.result()
             if loaded.image_size != self.image_size:
@@ -309,17 +309,18 @@ class _Embedding:
             if self.record is None:
                 self.record = ModelRecord(loaded.identity, loaded.dim, loaded.image_size)
                 self.catalog.set_meta("model", self.record.to_json())
-        return self._embedder(np.stack([job.decoded.pixels for job in jobs]))
+        vectors, tokens = self._embedder.with_tokens(np.stack([j.decoded.pixels for j in jobs]))
+        return [(v, None if tokens is None else tokens[i]) for i, v in enumerate(vectors)]
 
     def _commit(self, embedded: list[_Job], other: list[_Job]) -> int:
         if not embedded and not other:
             return 0
-        vectors = self._embed(embedded) if embedded else np.empty((0, 0), np.float32)
+        outputs = self._embed(embedded) if embedded else []
         hashes = {job.content_hash for job in other if job.reuse}
         reusable = self.catalog.vectors_by_hash(hashes)
-        for job, vector in zip(embedded, vectors, strict=True):
-            reusable.setdefault(job.content_hash, vector)
-        rows = [self._row(job, vector) for job, vector in zip(embedded, vectors, strict=True)]
+        for job, output in zip(embedded, outputs, strict=True):
+            reusable.setdefault(job.content_hash, output)
+        rows = [self._row(job, output) for job, output in zip(embedded, outputs, strict=True)]
         rows += [self._row(job, reusable.get(job.content_hash)) for job in other]
         self.catalog.write_batch(rows, [j.replaces for j in embedded + other if j.replaces])
         with self.lock:
@@ -336,8 +337,9 @@ class _Embedding:
                 self.summary.added += 1
         return len(rows)
 
-    def _row(self, job: _Job, vector: np.ndarray | None) -> NewImage:
+    def _row(self, job: _Job, output: tuple[np.ndarray, np.ndarray | None] | None) -> NewImage:
         found, decoded = job.found, job.decoded
+        vector, tokens = output if output is not None else (None, None)
         error = job.error
         if error is None and vector is None:
             error = "same bytes as a file that failed to decode"
@@ -350,6 +352,7 @@ class _Embedding:
             mtime_ns=found.mtime_ns,
             content_hash=job.content_hash,
             vector=vector if error is None else None,
+            tokens=tokens,
             width=info.width if info else None,
             height=info.height if info else None,
             taken_at=info.taken_at if info else None,

@@ -25,9 +25,9 @@ the same 7-word shape; colours, shapes and relations are `COLOURS`, `SHAPES` and
 Split: the twin relation partitions all scenes into groups of four. A group is held out for test
 when BLAKE2b with an 8-byte digest, over its four captions sorted and joined with ``|`` and read
 as a big-endian integer, is divisible by `HOLDOUT_MODULUS`; train scenes come only from the other
-groups (231 of the 1,176 groups are held out). So no test caption appears in ``train.jsonl``,
-neither as a caption nor as a negative. Train scenes and test groups are drawn from independent
-seed streams spawned from the dataset seed.
+groups (284 of the 1,176 groups are held out: enough for a test gallery of 1,000 images). So no
+test caption appears in ``train.jsonl``, neither as a caption nor as a negative. Train scenes
+and test groups are drawn from independent seed streams spawned from the dataset seed.
 
 Files written by `write_dataset`: ``train/NNNNNN.png``, ``test/gGGGGG_tK.png``, ``train.jsonl``
 (``{"image", "caption", "negatives"}``) and ``test.jsonl`` (``{"image", "caption", "group",
@@ -64,8 +64,8 @@ COLOURS: dict[str, RGB] = {
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross", "diamond", "heart")
 RELATIONS: tuple[str, ...] = ("left of", "above")
 
-HOLDOUT_MODULUS = 5
-"""One twin group in this many is held out for test (about 20%)."""
+HOLDOUT_MODULUS = 4
+"""One twin group in this many is held out for test (about 25%)."""
 
 HARD_NEGATIVES = 3
 """Every train row's ``negatives`` starts with this many twin captions (T1, T2, T3)."""

@@ -27,6 +27,7 @@ from search.query import Term, combine
 
 if TYPE_CHECKING:
     from search.onnx_towers import TextEncoder
+    from search.rerank import Reranker
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class Engine:
         self.knn = knn or self._faiss_knn
         self._text = text_encoder
         self._image = None
+        self.reranker: Reranker | None = None  # built on the first reranked query
 
     @classmethod
     def open(
@@ -140,9 +142,29 @@ class Engine:
         k: int = 10,
         filters: Filters | None = None,
         threshold: float | None = None,
+        rerank_k: int | None = None,
     ) -> list[Hit]:
-        """The k best images for the query terms, best first."""
-        return self.search_vector(self.query_vector(terms), k, filters, threshold)
+        """The k best images for the query terms, best first.
+
+        With `rerank_k`, the ITC top-`rerank_k` (at least k) is rescored by the ITM head and
+        `threshold` applies to the calibrated match probability instead of the cosine.
+        """
+        vector = self.query_vector(terms)
+        if rerank_k is None:
+            return self.search_vector(vector, k, filters, threshold)
+        if rerank_k <= 0:
+            raise BadInput(f"--rerank-k must be at least 1, got {rerank_k}")
+        if len(terms) != 1 or terms[0].text is None:
+            raise BadInput("--rerank scores one text query against images: no arithmetic")
+        if self.reranker is None:
+            from search.rerank import Reranker
+
+            self.reranker = Reranker.for_engine(self)
+        candidates = self.search_vector(vector, max(k, rerank_k), filters)
+        hits = self.reranker.rerank(self, terms[0].text, candidates)
+        if threshold is not None:
+            hits = [h for h in hits if h.extra["itm_prob"] >= threshold]
+        return hits[:k]
 
     def search_vector(
         self,

@@ -26,6 +26,7 @@ def index_status(directory: Path) -> dict[str, object]:
         record = model_record(catalog)
         counts = catalog.counts()
         roots = [os.fsdecode(p) for p in catalog.root_paths()]
+        token_rows, token_bytes = catalog.token_bytes()
     finally:
         catalog.close()
     vectors = 0
@@ -46,6 +47,7 @@ def index_status(directory: Path) -> dict[str, object]:
             else None
         ),
         "bytes": _size_on_disk(directory),
+        "rerank_bytes_per_image": round(token_bytes / token_rows) if token_rows else 0,
         "schema_version": SCHEMA_VERSION,
     }
 

@@ -116,6 +116,8 @@ def status(index_dir: IndexOpt = None, json_out: JsonOpt = False) -> None:
     typer.echo(f"images   {info['images']}  (vectors: {info['vectors']}, {info['index_type']})")
     typer.echo(f"errors   {info['errors']}")
     typer.echo(f"size     {info['bytes'] / 1e6:.1f} MB")
+    if info["rerank_bytes_per_image"]:
+        typer.echo(f"rerank   {info['rerank_bytes_per_image']} bytes/image of ITM tokens")
     for root in info["roots"]:
         typer.echo(f"root     {root}")
 

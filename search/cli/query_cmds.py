@@ -31,7 +31,16 @@ def search(
     min_width: Annotated[int | None, typer.Option(help="Minimum width in px")] = None,
     min_height: Annotated[int | None, typer.Option(help="Minimum height in px")] = None,
     camera: Annotated[str | None, typer.Option(help="Camera make/model contains")] = None,
-    threshold: Annotated[float | None, typer.Option(help="Drop results scoring below")] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="Drop results scoring below (with --rerank: below this match probability)"
+        ),
+    ] = None,
+    rerank: Annotated[
+        bool, typer.Option(help="Rescore the top candidates with the ITM head")
+    ] = False,
+    rerank_k: Annotated[int, typer.Option(help="Candidates the ITM head rescores")] = 32,
     json_out: JsonOpt = False,
     paths: Annotated[bool, typer.Option("--paths", help="Print only paths, one per line")] = False,
     nul: Annotated[bool, typer.Option("-0", help="With --paths: NUL-separated")] = False,
@@ -67,7 +76,9 @@ def search(
             from indexer.model_loading import ModelSpec
 
             check_model(engine.catalog, ModelSpec.parse(model).identity())
-        hits = engine.search(terms, k=k, filters=filters, threshold=threshold)
+        hits = engine.search(
+            terms, k=k, filters=filters, threshold=threshold, rerank_k=rerank_k if rerank else None
+        )
     if html is not None:
         from search.render import write_html
 
