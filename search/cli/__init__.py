@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import typer
 
-from search.cli import index_cmds, query_cmds, text_cmds, train_cmds
+from search.cli import demo_cmds, index_cmds, query_cmds, text_cmds, train_cmds
 
 app = typer.Typer(
     name="photoseek",
@@ -19,12 +20,23 @@ index_cmds.register(app)
 query_cmds.register(app)
 text_cmds.register(app)
 train_cmds.register(app)
+demo_cmds.register(app)
+
+
+class _QuietRandomInit(logging.Filter):
+    """open_clip warns when it builds a model without weights: exactly what `train` wants."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
 
 
 def main() -> None:
     """Console entry point: library errors become one line on stderr and exit code 2."""
     from indexer.errors import PhotoseekError
 
+    logging.basicConfig(format="photoseek: %(levelname)s: %(message)s", level=logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_QuietRandomInit())
     try:
         app()
     except PhotoseekError as e:

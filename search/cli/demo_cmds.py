@@ -1,0 +1,69 @@
+"""`photoseek demo`: the offline tour — generate, train, index, query, and an HTML page."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from search.cli.output import display_path
+from search.cli.progress import ProgressBar
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
+
+
+def demo(
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Working folder [default: $XDG_CACHE_HOME/photoseek/demo]"),
+    ] = None,
+) -> None:
+    """Offline demo on a generated gallery: text→image with and without rerank, image→image,
+    image→text, and an HTML page of it all."""
+    from indexer.towers import cache_root
+    from search.demo import run_demo
+
+    folder = out or cache_root().parent / "demo"
+
+    def say(text: str) -> None:
+        typer.echo(text, err=True)
+
+    def describe(event) -> tuple[int, int, str]:  # noqa: ANN001 - training.TrainProgress
+        return event.step, event.steps, f"itc {event.itc_loss:.2f} itm {event.itm_loss:.2f}"
+
+    with ProgressBar("training", describe, sys.stderr.isatty(), unit="img") as progress:
+        report = run_demo(folder, say, progress)
+    for caption, plain, reranked, truth in report.text_queries:
+        typer.echo(
+            f'\ntext → image: "{caption}"   (right answer: {os.path.basename(truth).decode()})'
+        )
+        typer.echo(f"  {'ITC only':<34} ITC top-32 reranked by the ITM head")
+        for rank, (a, b) in enumerate(zip(plain, reranked, strict=True), 1):
+            mark_a = "✓" if a.path == truth else " "
+            mark_b = "✓" if b.path == truth else " "
+            left = f"{mark_a} {os.path.basename(a.path).decode()} {a.score:.3f}"
+            right = f"{mark_b} {os.path.basename(b.path).decode()} p={b.extra['itm_prob']:.2f}"
+            typer.echo(f"  {rank}. {left:<31} {right}")
+    if report.image_query:
+        query, hits = report.image_query
+        typer.echo(f"\nimage → image: {display_path(os.path.basename(query))}")
+        for rank, hit in enumerate(hits, 1):
+            typer.echo(f"  {rank}. {display_path(os.path.basename(hit.path))}  {hit.score:.3f}")
+    if report.describe:
+        image, texts, truth = report.describe
+        typer.echo(f'\nimage → text: {display_path(os.path.basename(image))} (true: "{truth}")')
+        for rank, (text, score) in enumerate(texts, 1):
+            typer.echo(f"  {rank}. {text}  {score:.3f}")
+    first = report.twin_first
+    typer.echo(
+        f"\nright image ranked first, over all {first['queries']} gallery captions: "
+        f"ITC {first['itc']}, with rerank {first['rerank']}"
+    )
+    timings = ", ".join(f"{k} {v:.0f}s" for k, v in report.seconds.items())
+    typer.echo(f"time: {timings}")
+    typer.echo(f"results page: {report.page}")

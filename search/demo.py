@@ -1,0 +1,149 @@
+"""The offline demo: a shapes-world gallery, a tiny model trained here, and every query kind.
+
+Nothing is downloaded. `run_demo` generates the gallery, trains (or reuses, when already
+trained in the same folder) the tiny dual encoder + ITM head, indexes the gallery with the same
+pipeline as `photoseek index`, then runs text→image queries without and with rerank, an
+image→image query and an image→text query, and writes an HTML page of the results.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from indexer.pairs import PairRow, read_pairs
+from indexer.pipeline import IndexOptions, run_index
+from indexer.shapes_world import write_dataset
+from search.describe import best_texts, text_vectors
+from search.engine import Engine, Hit
+from search.query import Term
+from search.render import write_html
+
+TRAIN_PAIRS = 2048
+TEST_GROUPS = 60  # 240 gallery images: 60 twin groups of 4
+EPOCHS = 6
+QUERIES = 3
+K = 5
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """How big the demo's data and training are (the defaults fit ~10 minutes on 2 cores)."""
+
+    train_pairs: int = TRAIN_PAIRS
+    test_groups: int = TEST_GROUPS
+    epochs: int = EPOCHS
+
+
+@dataclass
+class DemoReport:
+    """What the demo did and found, for the closing summary."""
+
+    folder: Path
+    page: Path
+    trained_now: bool
+    seconds: dict[str, float] = field(default_factory=dict)
+    text_queries: list[tuple[str, list[Hit], list[Hit], bytes]] = field(default_factory=list)
+    image_query: tuple[bytes, list[Hit]] | None = None
+    describe: tuple[bytes, list[tuple[str, float]], str] | None = None
+    twin_first: dict[str, int] = field(default_factory=dict)
+
+
+def run_demo(
+    folder: Path,
+    say: Callable[[str], None],
+    train_progress: Callable | None = None,
+    size: DemoSize | None = None,
+) -> DemoReport:
+    """Run the whole demo in `folder` (reusing what an earlier run left there)."""
+    size = size or DemoSize()
+    folder.mkdir(parents=True, exist_ok=True)
+    report = DemoReport(folder, folder / "results.html", trained_now=False)
+    clock = time.perf_counter()
+    data = folder / "shapes"
+    if not (data / "test.jsonl").exists():
+        say(f"generating the shapes-world gallery in {data}")
+        write_dataset(data, train=size.train_pairs, test_groups=size.test_groups, size=64, seed=0)
+    report.seconds["generate"] = time.perf_counter() - clock
+
+    model = folder / "model"
+    clock = time.perf_counter()
+    if not (model / "itm_head.json").exists():
+        from indexer.training import train
+
+        say(
+            f"training the tiny dual encoder + ITM head ({size.train_pairs} pairs, "
+            f"{size.epochs} epochs)"
+        )
+        rows = read_pairs(data / "train.jsonl")
+        train([(str(r.image), r.caption, r.negatives) for r in rows], model,
+              epochs=size.epochs, batch_size=128, progress=train_progress)  # fmt: skip
+        report.trained_now = True
+    else:
+        say(f"reusing the model trained earlier in {model}")
+    report.seconds["train"] = time.perf_counter() - clock
+
+    index = folder / "index"
+    clock = time.perf_counter()
+    say("indexing the gallery with `photoseek index`")
+    summary = run_index(index, IndexOptions(roots=(data / "test",), model=str(model)))
+    report.seconds["index"] = time.perf_counter() - clock
+    say(f"  {summary.added} added, {summary.unchanged} unchanged in {summary.seconds:.1f}s")
+
+    clock = time.perf_counter()
+    tests = read_pairs(data / "test.jsonl")
+    with Engine.open(index) as engine:
+        _text_queries(engine, tests, report)
+        _image_and_text_queries(engine, tests, report)
+    report.seconds["queries"] = time.perf_counter() - clock
+    _write_page(report)
+    return report
+
+
+def _text_queries(engine: Engine, tests: list[PairRow], report: DemoReport) -> None:
+    """Captions of a few gallery images: ITC top-k, then the same reranked by the ITM head."""
+    chosen = tests[:: max(1, len(tests) // QUERIES)][:QUERIES]
+    for row in chosen:
+        terms = [Term(text=row.caption)]
+        plain = engine.search(terms, k=K)
+        reranked = engine.search(terms, k=K, rerank_k=32)
+        report.text_queries.append((row.caption, plain, reranked, os.fsencode(row.image)))
+    first_plain = first_reranked = 0
+    for row in tests:
+        terms = [Term(text=row.caption)]
+        first_plain += engine.search(terms, k=1)[0].path == os.fsencode(row.image)
+        first_reranked += engine.search(terms, k=1, rerank_k=32)[0].path == os.fsencode(row.image)
+    report.twin_first = {"itc": first_plain, "rerank": first_reranked, "queries": len(tests)}
+
+
+def _image_and_text_queries(engine: Engine, tests: list[PairRow], report: DemoReport) -> None:
+    query = os.fsencode(tests[0].image)
+    report.image_query = (query, engine.search([Term(image=query)], k=K))
+    captions = list(dict.fromkeys(r.caption for r in tests))
+    vector = engine.encode_images([os.fsencode(tests[1].image)])[0]
+    ranked = best_texts(vector, captions, text_vectors(engine, captions), K)
+    report.describe = (
+        os.fsencode(tests[1].image),
+        [(hit.text, hit.score) for hit in ranked],
+        tests[1].caption,
+    )
+
+
+def _write_page(report: DemoReport) -> None:
+    sections = []
+    for caption, plain, reranked, truth in report.text_queries:
+        name = os.path.basename(truth).decode()
+        sections.append((f"“{caption}” — ITC only (the right image is {name})", plain))
+        sections.append((f"“{caption}” — ITC top-32 reranked by the ITM head", reranked))
+    if report.image_query:
+        query, hits = report.image_query
+        sections.append((f"image → image: {os.path.basename(query).decode()}", hits))
+    if report.describe:
+        image, texts, truth = report.describe
+        listed = "; ".join(f"{text} ({score:.2f})" for text, score in texts)
+        shown = Hit(0, image, texts[0][1], None, None, None)
+        sections.append((f"image → text (true caption: “{truth}”): {listed}", [shown]))
+    write_html(report.page, "photoseek demo: shapes world", sections)

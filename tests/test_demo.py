@@ -1,0 +1,24 @@
+"""The offline demo end to end, at a small size: every query kind runs and the page is written."""
+
+from __future__ import annotations
+
+from search.demo import DemoSize, run_demo
+
+
+def test_small_demo_runs_every_query_kind(tmp_path):
+    said: list[str] = []
+    size = DemoSize(train_pairs=96, test_groups=4, epochs=1)
+    report = run_demo(tmp_path / "demo", said.append, size=size)
+    assert report.trained_now and report.page.exists()
+    assert len(report.text_queries) == 3
+    for _caption, plain, reranked, _truth in report.text_queries:
+        assert len(plain) == len(reranked) == 5
+        assert all("itm_prob" in hit.extra for hit in reranked)
+    assert report.image_query is not None and report.image_query[1][0].score > 0.999
+    assert report.describe is not None and len(report.describe[1]) == 5
+    assert report.twin_first["queries"] == 16
+    page = report.page.read_text(encoding="utf-8")
+    assert page.count("data:image/jpeg;base64,") >= 30
+    again = run_demo(tmp_path / "demo", said.append, size=size)
+    assert not again.trained_now  # the second run reuses the trained model
+    assert any("reusing" in line for line in said)
