@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from indexer.evaluation import evaluate_pairs
 from indexer.pairs import PairRow, read_pairs
 from indexer.pipeline import IndexOptions, run_index
 from indexer.shapes_world import write_dataset
@@ -49,7 +50,7 @@ class DemoReport:
     text_queries: list[tuple[str, list[Hit], list[Hit], bytes]] = field(default_factory=list)
     image_query: tuple[bytes, list[Hit]] | None = None
     describe: tuple[bytes, list[tuple[str, float]], str] | None = None
-    twin_first: dict[str, int] = field(default_factory=dict)
+    quality: dict[str, float] = field(default_factory=dict)
 
 
 def run_demo(
@@ -98,6 +99,13 @@ def run_demo(
     with Engine.open(index) as engine:
         _text_queries(engine, tests, report)
         _image_and_text_queries(engine, tests, report)
+    quality = evaluate_pairs(model, tests)  # what `photoseek eval` reports, on this gallery
+    report.quality = {
+        "t2i_r1_itc": quality["itc"]["t2i"]["r1"],
+        "t2i_r1_rerank": quality["itm_k32"]["t2i"]["r1"],
+        "twin_itc": quality["twin_accuracy"]["itc"],
+        "twin_rerank": quality["twin_accuracy"]["itm_k32"],
+    }
     report.seconds["queries"] = time.perf_counter() - clock
     _write_page(report)
     return report
@@ -111,12 +119,6 @@ def _text_queries(engine: Engine, tests: list[PairRow], report: DemoReport) -> N
         plain = engine.search(terms, k=K)
         reranked = engine.search(terms, k=K, rerank_k=32)
         report.text_queries.append((row.caption, plain, reranked, os.fsencode(row.image)))
-    first_plain = first_reranked = 0
-    for row in tests:
-        terms = [Term(text=row.caption)]
-        first_plain += engine.search(terms, k=1)[0].path == os.fsencode(row.image)
-        first_reranked += engine.search(terms, k=1, rerank_k=32)[0].path == os.fsencode(row.image)
-    report.twin_first = {"itc": first_plain, "rerank": first_reranked, "queries": len(tests)}
 
 
 def _image_and_text_queries(engine: Engine, tests: list[PairRow], report: DemoReport) -> None:

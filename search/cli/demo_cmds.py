@@ -59,10 +59,11 @@ def demo(
         typer.echo(f'\nimage → text: {display_path(os.path.basename(image))} (true: "{truth}")')
         for rank, (text, score) in enumerate(texts, 1):
             typer.echo(f"  {rank}. {text}  {score:.3f}")
-    first = report.twin_first
+    q = report.quality
     typer.echo(
-        f"\nright image ranked first, over all {first['queries']} gallery captions: "
-        f"ITC {first['itc']}, with rerank {first['rerank']}"
+        f"\nover the whole gallery (`photoseek eval`): text→image R@1 {q['t2i_r1_itc']:.0%} with "
+        f"ITC, {q['t2i_r1_rerank']:.0%} reranked; right image first among its 4 twins "
+        f"{q['twin_itc']:.0%} → {q['twin_rerank']:.0%}"
     )
     timings = ", ".join(f"{k} {v:.0f}s" for k, v in report.seconds.items())
     typer.echo(f"time: {timings}")
