@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import typer
@@ -39,9 +40,26 @@ def main() -> None:
         handler.addFilter(_QuietRandomInit())
     try:
         app()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except PhotoseekError as e:
         sys.stderr.write(f"photoseek: error: {e}\n")
-        sys.exit(2)
+        code = 2
     except KeyboardInterrupt:
         sys.stderr.write("photoseek: interrupted (committed work is kept; run again to resume)\n")
-        sys.exit(130)
+        code = 130
+    _exit_now(code)
+
+
+def _exit_now(code: int) -> None:
+    """Exit without tearing down the interpreter: after torch and open_clip, garbage-collecting
+    their module graph at shutdown costs about a second. Every command has closed its files
+    and committed its work by now; only the standard streams still need flushing."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):  # a reader that closed early, e.g. `| head`
+            pass
+    os._exit(code)
