@@ -103,7 +103,7 @@ def cold_queries(paths: Paths, index: Path, runs: int) -> dict:
     run_child(ours_cmd, env=peer_env(paths), what="photoseek search")  # warms the page cache
     run_child(theirs_cmd, cwd=paths.photos, env=peer_env(paths), what="rclip -n")
     for i in range(runs):
-        for side in (("ours", "theirs") if i % 2 == 0 else ("theirs", "ours")):
+        for side in ("ours", "theirs") if i % 2 == 0 else ("theirs", "ours"):
             if side == "ours":
                 ours.append(run_child(ours_cmd, env=peer_env(paths), what="photoseek search"))
             else:
@@ -184,6 +184,43 @@ def warm_engine(index: Path, queries: int = 100) -> dict:
     }
 
 
+def warm_rerank(paths: Paths, queries: int = 40) -> dict:
+    """Latency of `search --rerank-k 32` through the library, on a shapes-world gallery with a
+    briefly trained tiny model (quality is not measured here: bench/shapes_recipe.py does)."""
+    from indexer.pairs import read_pairs
+    from indexer.pipeline import IndexOptions, run_index
+    from indexer.shapes_world import write_dataset
+    from indexer.training import train
+    from search.engine import Engine
+    from search.query import Term
+
+    root = paths.cache / "rerank-latency"
+    if not (root / "model" / "itm_head.json").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        files = write_dataset(root / "data", train=256, test_groups=60, size=64, seed=0)
+        rows = read_pairs(files.train_jsonl)
+        train([(str(r.image), r.caption, r.negatives) for r in rows], root / "model", epochs=1)
+    run_index(root / "index", IndexOptions(roots=(root / "data" / "test",),
+                                           model=str(root / "model")))  # fmt: skip
+    captions = [r.caption for r in read_pairs(root / "data" / "test.jsonl")][:queries]
+    with Engine.open(root / "index") as engine:
+        engine.search([Term(text=captions[0])], k=10, rerank_k=32)  # loads torch + model once
+        plain, reranked = [], []
+        for caption in captions:
+            t = time.perf_counter()
+            engine.search([Term(text=caption)], k=10)
+            plain.append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            engine.search([Term(text=caption)], k=10, rerank_k=32)
+            reranked.append((time.perf_counter() - t) * 1000)
+    return {
+        "gallery": 240,
+        "itc_query_p50_ms": round(float(np.percentile(plain, 50)), 2),
+        "rerank32_query_p50_ms": round(float(np.percentile(reranked, 50)), 2),
+        "rerank32_query_p95_ms": round(float(np.percentile(reranked, 95)), 2),
+    }
+
+
 def markdown(result: dict, command: str) -> str:
     cold = result["cold"]
     lines = [
@@ -204,8 +241,13 @@ def markdown(result: dict, command: str) -> str:
             f"| {row['vectors']:,} | {row['index']}{probe} | {row['p50_ms']:.2f} ms "
             f"| {row['p95_ms']:.2f} ms | {row['recall_at_10']:.3f} |"
         )
-    engine = result["engine"]
+    engine, rerank = result["engine"], result["rerank"]
     lines += [
+        "",
+        f"Rerank, warm (`photoseek-shapes` model with its ITM head, 240-image gallery): a text "
+        f"query reranking the ITC top-32 p50 {rerank['rerank32_query_p50_ms']:.1f} ms, p95 "
+        f"{rerank['rerank32_query_p95_ms']:.1f} ms (ITC alone p50 "
+        f"{rerank['itc_query_p50_ms']:.1f} ms).",
         "",
         f"Warm, 10k index through `Engine`: vector search + catalog rows p95 "
         f"{engine['vector_search_with_rows_p95_ms']:.2f} ms; a text query including the ONNX "
@@ -219,6 +261,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--only-rerank", action="store_true", help="measure rerank latency only")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     args = parser.parse_args()
     paths = Paths(args.cache)
@@ -226,11 +269,16 @@ def main() -> None:
     ensure_photos(paths)
     ensure_peer(paths)
     ensure_checkpoint(paths.checkpoint, ARCH)
+    if args.only_rerank:
+        print(json.dumps(warm_rerank(paths)))
+        return
     index = build_cold_index(paths, 10_000)
     result = {"command": " ".join(sys.argv), "cold": cold_queries(paths, index, args.runs)}
     print(json.dumps(result["cold"]), flush=True)
     result["engine"] = warm_engine(index)
     print(json.dumps(result["engine"]), flush=True)
+    result["rerank"] = warm_rerank(paths)
+    print(json.dumps(result["rerank"]), flush=True)
     result["warm"] = []
     for size in (int(s) for s in args.sizes.split(",")):
         result["warm"].append(warm_store(size))
