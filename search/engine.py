@@ -26,7 +26,7 @@ from search.filters import Filters
 from search.query import Term, combine
 
 if TYPE_CHECKING:
-    from search.onnx_towers import TextEncoder
+    from search.onnx_towers import ImageEncoder, TextEncoder
     from search.rerank import Reranker
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ class Engine:
         store: VectorStore,
         knn: Knn | None = None,
         text_encoder: TextEncoder | None = None,
+        image_encoder: ImageEncoder | None = None,
     ) -> None:
         self.directory = directory
         self.catalog = catalog
@@ -66,12 +67,16 @@ class Engine:
         self.store = store
         self.knn = knn or self._faiss_knn
         self._text = text_encoder
-        self._image = None
+        self._image = image_encoder
         self.reranker: Reranker | None = None  # built on the first reranked query
 
     @classmethod
     def open(
-        cls, directory: Path, knn: Knn | None = None, text_encoder: TextEncoder | None = None
+        cls,
+        directory: Path,
+        knn: Knn | None = None,
+        text_encoder: TextEncoder | None = None,
+        image_encoder: ImageEncoder | None = None,
     ) -> Engine:
         catalog = open_existing(directory)
         record = model_record(catalog)
@@ -82,7 +87,7 @@ class Engine:
         if len(store) != catalog.counts()["images"]:
             # A run was killed before its final sync: bring a copy in line, leave the file.
             store, _ = sync(store, catalog)
-        return cls(directory, catalog, record, store, knn, text_encoder)
+        return cls(directory, catalog, record, store, knn, text_encoder, image_encoder)
 
     def close(self) -> None:
         self.catalog.close()

@@ -31,21 +31,20 @@ if TYPE_CHECKING:
     import onnxruntime
 
 
-class TextEncoder:
-    """Embeds query text with the exported text tower: unit-length float32 rows."""
+class _Tower:
+    """A tower's session, loaded on first use or in the background ahead of it."""
 
-    def __init__(self, folder: str | os.PathLike[str], batch_size: int = 64) -> None:
+    def __init__(self, folder: str | os.PathLike[str], batch_size: int) -> None:
         if batch_size < 1:
             raise BadInput(f"batch size must be at least 1, got {batch_size}")
         self.folder = Path(folder)
         self.spec = TowersSpec.read(self.folder)
         self.batch_size = batch_size
-        self._tokenizer: ClipTokenizer | None = None
         self._session: onnxruntime.InferenceSession | None = None
         self._loading: Future[None] | None = None
 
-    def load_in_background(self) -> TextEncoder:
-        """Start loading tokenizer and session in a thread, overlapping the caller's own start-up.
+    def load_in_background(self) -> _Tower:
+        """Start loading in a thread, overlapping the caller's own start-up.
 
         onnxruntime builds the session without holding the GIL, so on a cold query this hides
         most of its cost behind the catalog and FAISS imports.
@@ -62,6 +61,24 @@ class TextEncoder:
         except BaseException as e:  # handed to the thread that calls encode()
             self._loading.set_exception(e)
 
+    def _ready(self) -> onnxruntime.InferenceSession:
+        if self._loading is not None:
+            self._loading.result()
+        elif self._session is None:
+            self._load()
+        return self._session
+
+    def _load(self) -> None:
+        raise NotImplementedError
+
+
+class TextEncoder(_Tower):
+    """Embeds query text with the exported text tower: unit-length float32 rows."""
+
+    def __init__(self, folder: str | os.PathLike[str], batch_size: int = 64) -> None:
+        super().__init__(folder, batch_size)
+        self._tokenizer: ClipTokenizer | None = None
+
     def _load(self) -> None:
         vocab = _existing(self.folder / self.spec.vocab_file)
         self._tokenizer = ClipTokenizer(vocab, self.spec.context_length)
@@ -69,31 +86,23 @@ class TextEncoder:
 
     def encode(self, texts: str | Sequence[str]) -> np.ndarray:
         """Embeddings [len(texts), embed_dim], L2-normalised; a lone string is one text."""
-        if self._loading is not None:
-            self._loading.result()
-        elif self._session is None:
-            self._load()
+        session = self._ready()
         tokens = self._tokenizer(texts)
         if self.spec.text_trimmed and len(tokens):  # cut padding after the longest text's end
             tokens = tokens[:, : int(tokens.argmax(axis=1).max()) + 1]
         batches = (
-            _run(self._session, TEXT_INPUT, tokens[start : start + self.batch_size])
+            _run(session, TEXT_INPUT, tokens[start : start + self.batch_size])
             for start in range(0, len(tokens), self.batch_size)
         )
         return _stack_normalised(batches, self.spec.embed_dim)
 
 
-class ImageEncoder:
+class ImageEncoder(_Tower):
     """Embeds decoded images with the exported image tower: unit-length float32 rows."""
 
     def __init__(self, folder: str | os.PathLike[str], batch_size: int = 32) -> None:
-        if batch_size < 1:
-            raise BadInput(f"batch size must be at least 1, got {batch_size}")
-        self.folder = Path(folder)
-        self.spec = TowersSpec.read(self.folder)
+        super().__init__(folder, batch_size)
         self.image_size = self.spec.image.size
-        self.batch_size = batch_size
-        self._session: onnxruntime.InferenceSession | None = None
         # Scaled to 0-255 as the indexer's embedder does, so both feed the tower the same floats.
         self._mean = np.asarray(self.spec.image.mean, dtype=np.float32) * 255.0
         self._std = np.asarray(self.spec.image.std, dtype=np.float32) * 255.0
@@ -109,15 +118,16 @@ class ImageEncoder:
                 f"image pixels must be uint8 [B, {', '.join(map(str, expected))}], "
                 f"got {pixels.dtype} {list(pixels.shape)}"
             )
-        if self._session is None:
-            self._session = _open_session(_existing(self.folder / self.spec.image_file))
-        session, size = self._session, self.batch_size
+        session, size = self._ready(), self.batch_size
         # Normalised a batch at a time: float32 copies of a whole album would not fit in memory.
         batches = (
             _run(session, IMAGE_INPUT, self._normalise(pixels[start : start + size]))
             for start in range(0, len(pixels), size)
         )
         return _stack_normalised(batches, self.spec.embed_dim)
+
+    def _load(self) -> None:
+        self._session = _open_session(_existing(self.folder / self.spec.image_file))
 
     def _normalise(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 [B, S, S, 3] to the tower's float32 [B, 3, S, S], standardised per channel."""

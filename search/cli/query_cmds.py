@@ -58,11 +58,15 @@ def search(
         raise fail("-0 goes with --paths")
     terms = parse_terms(query or [], image or [])
     directory = resolve_index(index_dir)
-    text_encoder = None
-    if any(t.text for t in terms) and (directory / TOWERS_DIR / "towers.json").is_file():
-        from search.onnx_towers import TextEncoder
+    text_encoder = image_encoder = None
+    if (directory / TOWERS_DIR / "towers.json").is_file():
+        from search.onnx_towers import ImageEncoder, TextEncoder
 
-        text_encoder = TextEncoder(directory / TOWERS_DIR).load_in_background()
+        towers = directory / TOWERS_DIR
+        if any(t.text for t in terms):
+            text_encoder = TextEncoder(towers).load_in_background()
+        if any(t.image for t in terms):
+            image_encoder = ImageEncoder(towers).load_in_background()
     from search.engine import Engine  # the catalog and FAISS imports overlap the loading
     from search.filters import Filters
 
@@ -70,7 +74,7 @@ def search(
         under=tuple(under or ()), glob=glob, after=after, before=before,
         min_width=min_width, min_height=min_height, camera=camera,
     )  # fmt: skip
-    with Engine.open(directory, text_encoder=text_encoder) as engine:
+    with Engine.open(directory, text_encoder=text_encoder, image_encoder=image_encoder) as engine:
         if model:
             from indexer.index_dir import check_model
             from indexer.model_loading import ModelSpec
