@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--itm-weight", type=float, default=1.0)
+    parser.add_argument("--twin-listwise", type=float, default=TrainOptions.twin_listwise)
+    parser.add_argument("--itm-tower-grad", type=float, default=TrainOptions.itm_tower_grad)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--head", default="{}", help="ItmConfig overrides, as JSON")
@@ -110,7 +112,13 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     started = time.perf_counter()
-    options = TrainOptions(lr=args.lr, itm_weight=args.itm_weight, head=json.loads(args.head))
+    options = TrainOptions(
+        lr=args.lr,
+        itm_weight=args.itm_weight,
+        twin_listwise=args.twin_listwise,
+        itm_tower_grad=args.itm_tower_grad,
+        head=json.loads(args.head),
+    )
     result = train(
         [(r["image"], r["caption"], r["negatives"]) for r in rows],
         args.cache / "runs" / run,

@@ -73,6 +73,11 @@ class TrainOptions:
     weight_decay: float = 0.1
     warmup_steps: int = 100
     itm_weight: float = 1.0
+    # Listwise ITM: each caption's softmax over its group's images (and each image's over the
+    # group's captions), added to the BCE with this weight; it trains what twin accuracy reads.
+    twin_listwise: float = 0.0
+    # Share of the ITM gradient that reaches the towers (1: all, 0: ITC alone shapes them).
+    itm_tower_grad: float = 1.0
     head_lr_scale: float = 1.0  # the head's learning rate relative to the towers'
     init_logit_scale: float = math.log(30)  # from-scratch models; CLIP's 1/0.07 learns slower
     head: dict[str, Any] = field(default_factory=dict)  # ItmConfig overrides
@@ -237,6 +242,33 @@ def _sample_negatives(
     return torch.multinomial(weights.cpu(), 1, generator=generator).squeeze(1).to(sim.device)
 
 
+def _scale_grad(x: torch.Tensor, share: float) -> torch.Tensor:
+    """`x` in the forward pass; only `share` of the gradient flows back through it."""
+    if share == 1.0:
+        return x
+    return x.detach() if share == 0.0 else x * share + x.detach() * (1.0 - share)
+
+
+def _twin_listwise(
+    logits: torch.Tensor, same_group: torch.Tensor, same_caption: torch.Tensor
+) -> torch.Tensor:
+    """Softmax cross-entropy of each caption over its group's images and back.
+
+    `logits` [b, b] holds ITM logits of (caption i, image j) wherever `same_group`; a pair's
+    own image is the target, and other images with an identical caption are left out.
+    """
+    eye = torch.eye(len(logits), dtype=torch.bool, device=logits.device)
+    keep = same_group & (eye | ~same_caption)
+    masked = logits.float().masked_fill(~keep, -math.inf)
+    rows = keep.sum(dim=1) > 1  # a lone pair has nothing to be ranked against
+    if not rows.any():
+        return logits.sum() * 0.0
+    target = torch.arange(len(logits), device=logits.device)[rows]
+    t2i = F.cross_entropy(masked[rows], target)
+    i2t = F.cross_entropy(masked.T[rows], target)
+    return (t2i + i2t) / 2
+
+
 def _step_loss(
     model: nn.Module,
     head: ItmHead,
@@ -246,10 +278,12 @@ def _step_loss(
     caption_ids: torch.Tensor,
     edits: torch.Tensor,
     has_edit: torch.Tensor,
-    itm_weight: float,
     generator: torch.Generator,
+    options: TrainOptions,
+    group_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, float, float]:
-    """ITC + ITM loss for one batch. `edits` are one negative caption per pair (ids)."""
+    """ITC + ITM loss for one batch. `edits` are one negative caption per pair (ids);
+    `group_ids` (one per pair) are needed for the listwise twin term."""
     b = images.shape[0]
     image_emb, patches = image_features_and_tokens(model, images)
     text_emb, text_tokens, text_mask = text_features_and_tokens(model, torch.cat([texts, edits]))
@@ -258,7 +292,9 @@ def _step_loss(
     scale = model.logit_scale.exp()
     itc = clip_loss(image_n, text_n, scale)
 
-    stored = head.compact_image_tokens(patches, image_emb)
+    share = options.itm_tower_grad
+    text_tokens = _scale_grad(text_tokens, share)
+    stored = head.compact_image_tokens(_scale_grad(patches, share), _scale_grad(image_emb, share))
     with torch.no_grad():
         sim = scale * image_n @ text_n.T
         same = caption_ids[:, None] == caption_ids[None, :]
@@ -273,14 +309,31 @@ def _step_loss(
     edit_rows = rows[has_edit]
     text_index = torch.cat([rows, neg_text, rows, any_text, rows, b + edit_rows])
     image_index = torch.cat([rows, rows, neg_image, rows, any_image, edit_rows])
-    labels = torch.zeros(len(text_index), device=images.device)
+    listwise = options.twin_listwise > 0 and group_ids is not None
+    if listwise:
+        same_group = (group_ids[:, None] == group_ids[None, :]) & ~torch.eye(
+            b, dtype=torch.bool, device=images.device
+        )
+        pair_t, pair_i = same_group.nonzero(as_tuple=True)
+        text_index = torch.cat([text_index, pair_t])
+        image_index = torch.cat([image_index, pair_i])
+    all_logits = head(text_tokens[text_index], text_mask[text_index], stored, image_index)
+    n = len(all_logits) - (len(pair_t) if listwise else 0)
+    logits = all_logits[:n]
+    labels = torch.zeros(n, device=images.device)
     labels[:b] = 1.0
-    logits = head(text_tokens[text_index], text_mask[text_index], stored, image_index)
     # Positives are a sixth of the pairs at most; weighting them up keeps the logit centred.
-    weight = torch.where(labels > 0, (len(labels) - b) / b, 1.0)
+    weight = torch.where(labels > 0, (n - b) / b, 1.0)
     itm = F.binary_cross_entropy_with_logits(logits.float(), labels, weight=weight)
-    itm = itm * len(labels) / weight.sum()
-    return itc + itm_weight * itm, float(itc.detach()), float(itm.detach())
+    itm = itm * n / weight.sum()
+    if listwise:
+        grid = all_logits.new_zeros(b, b)
+        grid = grid.index_put((rows, rows), all_logits[:b])
+        grid = grid.index_put((pair_t, pair_i), all_logits[n:])
+        itm = itm + options.twin_listwise * _twin_listwise(
+            grid, same_group | torch.eye(b, dtype=torch.bool, device=images.device), same
+        )
+    return itc + options.itm_weight * itm, float(itc.detach()), float(itm.detach())
 
 
 def train(
@@ -333,6 +386,7 @@ def train(
     if len(pairs) < 2:
         raise BadInput("fewer than two readable training images")
     group_ids = [groups[i] for i in kept] if groups is not None else list(range(len(pairs)))
+    group_tensor = torch.tensor(group_ids, device=device)
     captions = [p[1] for p in pairs]
     vocab = {c: i for i, c in enumerate(dict.fromkeys(captions))}
     caption_ids = torch.tensor([vocab[c] for c in captions], device=device)
@@ -391,8 +445,9 @@ def train(
                     caption_ids[index],
                     _tokenize(tokenizer, edit_texts, device),
                     torch.tensor(has_edit, device=device),
-                    options.itm_weight,
                     generator,
+                    options,
+                    group_tensor[index],
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -17,6 +17,7 @@ from indexer.training import (
     Trained,
     TrainOptions,
     TrainProgress,
+    _twin_listwise,
     encode_images,
     encode_texts,
     evaluate,
@@ -227,3 +228,27 @@ def test_head_scores_one_image_against_many_texts_like_repeated_images() -> None
     torch.testing.assert_close(shared, padded)
     probability = head.probability(shared)
     assert ((probability > 0) & (probability < 1)).all()
+
+
+def test_twin_listwise_loss_is_finite_and_trains_the_head() -> None:
+    torch.manual_seed(0)
+    head = ItmHead(ItmConfig(text_dim=16, image_dim=16, grid=2, width=16, store_dim=16, heads=2))
+    groups = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 2])  # the lone pair adds no listwise term
+    captions = torch.tensor([0, 1, 2, 3, 4, 5, 6, 6, 7])  # images 6 and 7 share a caption
+    texts, mask = torch.randn(9, 5, 16), torch.ones(9, 5, dtype=torch.bool)
+    patches = torch.randn(9, 4, 16)
+    same_group = groups[:, None] == groups[None, :]
+    same_caption = captions[:, None] == captions[None, :]
+    t, i = same_group.nonzero(as_tuple=True)
+    optimizer = torch.optim.Adam(head.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        logits = head(texts[t], mask[t], head.compact_image_tokens(patches), i)
+        grid = torch.zeros(9, 9).index_put((t, i), logits)
+        loss = _twin_listwise(grid, same_group, same_caption)
+        assert torch.isfinite(loss)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.5 * losses[0]
