@@ -128,6 +128,7 @@ class LoadedModel:
     std: tuple[float, float, float]
     dim: int
     head: Any = None  # the ITM head (indexer.itm_head.ItmHead) of a model folder that has one
+    has_text_tower: bool = True  # False: loaded with towers="image", the text side unusable
 
 
 def _open_clip_configs() -> Path:
@@ -269,21 +270,37 @@ def _create(spec: ModelSpec) -> tuple[Any, Any]:
     return model, open_clip.get_tokenizer(spec.name)
 
 
-def load_model(spec: ModelSpec, precision: str = "auto", device: str | None = None) -> LoadedModel:
-    """Build the model for `spec`, load its weights, and place it on a device in a precision."""
+def load_model(
+    spec: ModelSpec, precision: str = "auto", device: str | None = None, towers: str = "both"
+) -> LoadedModel:
+    """Build the model for `spec`, load its weights, and place it on a device in a precision.
+
+    `towers="image"` asks for the image tower alone, which indexing needs: when the weights
+    are a local file and no ITM head must check them, the model is built on the meta device
+    (no random initialisation) and only the image tower's tensors are read, memory-mapped,
+    from the checkpoint; the text tower stays unmaterialised. Otherwise both are loaded.
+    """
     import torch
 
+    if towers not in ("both", "image"):
+        raise BadModelSpec(f"unknown towers {towers!r}; choose both or image")
     device = device or default_device()
     precision = resolve_precision(precision, device)
+    image_only = towers == "image" and not _has_head(spec)
     try:
-        model, tokenizer = _create(spec)
+        created = _create_image_only(spec) if image_only else None
+        image_only = created is not None
+        model, tokenizer = created or _create(spec)
     except (BadModelSpec, WeightsUnavailable):
         raise
     except Exception as e:  # noqa: BLE001 - a corrupt checkpoint fails deep in torch/pickle in many ways
         raise _unavailable(spec, str(e).splitlines()[0] if str(e) else type(e).__name__) from None
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    head = _load_head(spec, model)  # before the cast: it checks the fp32 weights' fingerprint
-    model = model.to(device=device, dtype=dtype).eval()
+    head = None if image_only else _load_head(spec, model)  # before the cast: fp32 fingerprint
+    if image_only:
+        model.visual.to(device=device, dtype=dtype).eval()
+    else:
+        model = model.to(device=device, dtype=dtype).eval()
     cfg = model.visual.preprocess_cfg
     size = cfg["size"]
     return LoadedModel(
@@ -297,12 +314,90 @@ def load_model(spec: ModelSpec, precision: str = "auto", device: str | None = No
         std=tuple(cfg["std"]),
         dim=int(model.visual.output_dim),
         head=head.to(device=device, dtype=dtype) if head is not None else None,
+        has_text_tower=not image_only,
     )
+
+
+def _local_checkpoint(spec: ModelSpec) -> str | None:
+    """The checkpoint file of `spec` when it is already on this machine."""
+    if spec.kind == "file":
+        return spec.weights if Path(spec.weights).is_file() else None
+    if spec.kind == "local-dir":
+        return _dir_checkpoint(Path(spec.name))
+    if spec.kind == "tag":
+        import open_clip
+
+        register_configs()
+        if spec.weights not in open_clip.list_pretrained_tags_by_model(spec.name):
+            return None
+        return _cached_tag_checkpoint(spec.name, spec.weights)
+    return None
+
+
+def _create_image_only(spec: ModelSpec) -> tuple[Any, Any] | None:
+    """The model with only its image tower's weights, or None when that cannot be done here
+    (weights not a local file, or a checkpoint layout other than open_clip's own)."""
+    import open_clip
+    import torch
+
+    path = _local_checkpoint(spec)
+    if path is None:
+        return None
+    register_configs()
+    name = f"local-dir:{spec.name}" if spec.kind == "local-dir" else spec.name
+    if name not in open_clip.list_models() and spec.kind != "local-dir":
+        return None
+    with torch.device("meta"), _open_clip_log_quiet():
+        model = open_clip.create_model(name, load_weights=False, device="meta")
+    try:
+        visual = _image_tower_state(path)
+        model.visual.load_state_dict(visual, strict=True, assign=True)
+    except (RuntimeError, KeyError, ValueError, OSError) as e:  # converted or legacy formats
+        log.info("image-tower-only load of %s fell back to a full load: %s", path, e)
+        return None
+    return model, open_clip.get_tokenizer(name)
+
+
+def _image_tower_state(path: str) -> dict[str, torch.Tensor]:
+    """The `visual.*` tensors of an open_clip checkpoint (prefix removed), memory-mapped."""
+    import torch
+
+    prefix = "visual."
+    if path.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as f:
+            return {k[len(prefix) :]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+    state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if next(iter(state)).startswith("module."):  # saved from DistributedDataParallel
+        prefix = "module." + prefix
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+class _open_clip_log_quiet:
+    """Silence open_clip's root-logger warning that a model built without weights is random
+    (its weights are assigned right after)."""
+
+    @staticmethod
+    def filter(record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+    def __enter__(self) -> None:
+        logging.getLogger().addFilter(self.filter)
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger().removeFilter(self.filter)
+
+
+def _has_head(spec: ModelSpec) -> bool:
+    return spec.kind == "local-dir" and (Path(spec.name) / HEAD_FILE).is_file()
 
 
 def _load_head(spec: ModelSpec, model: Any) -> Any:
     """The ITM head `photoseek train` saved beside a model folder's weights, if any."""
-    if spec.kind != "local-dir" or not (Path(spec.name) / HEAD_FILE).is_file():
+    if not _has_head(spec):
         return None
     from indexer.training import load_head
 

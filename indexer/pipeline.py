@@ -35,7 +35,7 @@ from indexer.model_loading import (
     ModelSpec,
     load_model,
 )
-from indexer.towers import install_towers
+from indexer.towers import install_towers, towers_cached
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def _run(
         store, changed = vector_store.sync(store, catalog)
         if changed or not (directory / vector_store.VECTORS_FILE).exists():
             store.save(directory)
-        install_towers(directory, record.identity, embedding.loaded_model)
+        install_towers(directory, record.identity, embedding.model_with_text)
     catalog.checkpoint()
     return summary
 
@@ -291,8 +291,18 @@ class _Embedding:
             self._model.set_result(self._load_model())
         return self._model.result()
 
+    def model_with_text(self) -> LoadedModel:
+        """The model with its text tower too (exporting the query towers needs it)."""
+        loaded = self.loaded_model()
+        if loaded.has_text_tower:
+            return loaded
+        return load_model(self.spec, self.options.precision, self.options.device)
+
     def _load_model(self) -> LoadedModel:
-        loaded = load_model(self.spec, self.options.precision, self.options.device)
+        # Indexing reads the image tower alone; the text tower is needed only to export the
+        # query towers, which the per-user cache usually holds already.
+        towers = "image" if towers_cached(self.spec.identity()) else "both"
+        loaded = load_model(self.spec, self.options.precision, self.options.device, towers)
         if self.record is not None:
             check_model(self.catalog, loaded.identity)
         return loaded

@@ -72,6 +72,36 @@ def test_local_dir_model(tiny_checkpoint, tmp_path):
     assert ModelSpec.parse(f"local-dir:{folder}").identity().weights.startswith("file:")
 
 
+def test_image_tower_alone_embeds_as_the_full_model(tiny_checkpoint, tmp_path):
+    """`towers="image"` (what indexing loads) gives the same image embeddings, from a .pt, a
+    DataParallel-style checkpoint and a model folder, without materialising the text tower."""
+    import torch
+    from safetensors.torch import save_file
+
+    from indexer.locations import data_dir
+
+    state = torch.load(tiny_checkpoint.split(":", 1)[1], weights_only=True)
+    wrapped = tmp_path / "wrapped.pt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, wrapped)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    save_file({k: v.contiguous() for k, v in state.items()}, folder / "open_clip_model.safetensors")
+    config = json.loads((data_dir() / "model_configs" / "photoseek-tiny.json").read_text())
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": config}))
+
+    pixels = np.random.default_rng(2).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    full = load_model(ModelSpec.parse(tiny_checkpoint), "fp32")
+    expected = ImageEmbedder(full)(pixels)
+    assert full.has_text_tower
+    for model in (tiny_checkpoint, f"photoseek-tiny:{wrapped}", str(folder)):
+        alone = load_model(ModelSpec.parse(model), "fp32", towers="image")
+        assert not alone.has_text_tower
+        assert alone.model.token_embedding.weight.is_meta  # never read from the file
+        assert np.allclose(ImageEmbedder(alone)(pixels), expected, atol=1e-6)
+    with pytest.raises(BadModelSpec):
+        load_model(ModelSpec.parse(tiny_checkpoint), "fp32", towers="text")
+
+
 def test_missing_and_offline_weights_fail_fast_with_a_hint(tmp_path):
     started = time.monotonic()
     with pytest.raises(WeightsUnavailable, match="local checkpoint"):
