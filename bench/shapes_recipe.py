@@ -84,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--itm-weight", type=float, default=1.0)
     parser.add_argument("--twin-listwise", type=float, default=TrainOptions.twin_listwise)
     parser.add_argument("--itm-tower-grad", type=float, default=TrainOptions.itm_tower_grad)
+    parser.add_argument(
+        "--no-itc-group-negatives",
+        dest="itc_group_negatives",
+        action="store_false",
+        help="keep a pair's twins out of the contrastive loss (the head alone separates them)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--head", default="{}", help="ItmConfig overrides, as JSON")
@@ -117,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         itm_weight=args.itm_weight,
         twin_listwise=args.twin_listwise,
         itm_tower_grad=args.itm_tower_grad,
+        itc_group_negatives=args.itc_group_negatives,
         head=json.loads(args.head),
     )
     result = train(
