@@ -95,6 +95,20 @@ class _CrossAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(n, t, w))
 
 
+def _self_attention(
+    attn: nn.MultiheadAttention, x: torch.Tensor, pad: torch.Tensor
+) -> torch.Tensor:
+    """`attn` over batch-first `x`, ignoring keys where `pad` is True.
+
+    The module's own forward bakes the example's length into an exported ONNX graph; this
+    computes the same with shapes read from the input, so the head exports with any length.
+    """
+    q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    q, k, v = (t.unflatten(-1, (attn.num_heads, -1)).transpose(1, 2) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=~pad[:, None, None, :])
+    return attn.out_proj(out.transpose(1, 2).flatten(2))
+
+
 class _FusionBlock(nn.Module):
     """Pre-norm block: self-attention over text, cross-attention to the image, MLP."""
 
@@ -111,8 +125,7 @@ class _FusionBlock(nn.Module):
     def forward(
         self, x: torch.Tensor, pad: torch.Tensor, image: torch.Tensor, index: torch.Tensor
     ) -> torch.Tensor:
-        h = self.ln_self(x)
-        x = x + self.self_attn(h, h, h, key_padding_mask=pad, need_weights=False)[0]
+        x = x + _self_attention(self.self_attn, self.ln_self(x), pad)
         x = x + self.cross_attn(self.ln_cross(x), image, index)
         return x + self.mlp(self.ln_mlp(x))
 

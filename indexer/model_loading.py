@@ -128,6 +128,7 @@ class LoadedModel:
     std: tuple[float, float, float]
     dim: int
     head: Any = None  # the ITM head (indexer.itm_head.ItmHead) of a model folder that has one
+    head_alpha: float = 1.0  # the head's weight of the ITC score in the fused rerank score
     has_text_tower: bool = True  # False: loaded with towers="image", the text side unusable
 
 
@@ -296,7 +297,7 @@ def load_model(
     except Exception as e:  # noqa: BLE001 - a corrupt checkpoint fails deep in torch/pickle in many ways
         raise _unavailable(spec, str(e).splitlines()[0] if str(e) else type(e).__name__) from None
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    head = None if image_only else _load_head(spec, model)  # before the cast: fp32 fingerprint
+    head, alpha = (None, 1.0) if image_only else _load_head(spec, model)  # fp32 fingerprint
     if image_only:
         model.visual.to(device=device, dtype=dtype).eval()
     else:
@@ -314,6 +315,7 @@ def load_model(
         std=tuple(cfg["std"]),
         dim=int(model.visual.output_dim),
         head=head.to(device=device, dtype=dtype) if head is not None else None,
+        head_alpha=alpha,
         has_text_tower=not image_only,
     )
 
@@ -395,10 +397,12 @@ def _has_head(spec: ModelSpec) -> bool:
     return spec.kind == "local-dir" and (Path(spec.name) / HEAD_FILE).is_file()
 
 
-def _load_head(spec: ModelSpec, model: Any) -> Any:
-    """The ITM head `photoseek train` saved beside a model folder's weights, if any."""
+def _load_head(spec: ModelSpec, model: Any) -> tuple[Any, float]:
+    """The ITM head `photoseek train` saved beside a model folder's weights, if any, and its
+    fused-score alpha."""
     if not _has_head(spec):
-        return None
+        return None, 1.0
     from indexer.training import load_head
 
-    return load_head(spec.name, model)
+    alpha = json.loads((Path(spec.name) / HEAD_FILE).read_text())["alpha"]
+    return load_head(spec.name, model), float(alpha)

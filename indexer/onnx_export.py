@@ -25,12 +25,17 @@ from open_clip.tokenizer import default_bpe
 from open_clip.transformer import ResidualAttentionBlock
 
 from indexer.errors import BadModelSpec
+from indexer.itm_head import ItmHead
 from indexer.towers import (
+    HEAD_INPUTS,
     IMAGE_INPUT,
+    LOGIT_OUTPUT,
     OUTPUT,
     TEXT_INPUT,
+    TOKENS_OUTPUT,
     TOWERS_FILE,
     ImagePreprocess,
+    RerankSpec,
     TowersSpec,
 )
 
@@ -41,7 +46,7 @@ OPSET = 17
 CLIP_BPE_VOCAB_SIZE = 49408
 # Two rows, so the traced graph cannot quietly specialise the batch axis to 1.
 _EXAMPLE_BATCH = 2
-_TOWER_FILE = re.compile(r"(text|image)-(?P<tag>[0-9a-f]{12})\.onnx(\.data)?")
+_TOWER_FILE = re.compile(r"(text|image|head)-(?P<tag>[0-9a-f]{12})\.onnx(\.data)?")
 
 
 class _TextTower(torch.nn.Module):
@@ -56,14 +61,15 @@ class _TextTower(torch.nn.Module):
 
 
 class _TrimmedTextTower(_TextTower):
-    """CLIP's encode_text over only the first L tokens (L = the longest text in the batch).
+    """CLIP's encode_text over only the first L tokens (L = the longest text in the batch),
+    and the per-token features [B, L, width] the ITM head reads.
 
     Under the causal mask the end-of-text token's features depend only on the tokens before
     it, so the padding after it changes nothing but the cost: a short query runs ~8 positions
     instead of 77, about 10x less work on the cold path.
     """
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         m = self.model
         length = tokens.shape[1]
         x = m.token_embedding(tokens) + m.positional_embedding[:length]
@@ -71,9 +77,11 @@ class _TrimmedTextTower(_TextTower):
         for block in m.transformer.resblocks:
             x = x + block.ls_1(_attention(block.attn, block.ln_1(x), mask))
             x = x + block.ls_2(block.mlp(block.ln_2(x)))
-        x = m.ln_final(x)[torch.arange(x.shape[0]), tokens.argmax(dim=-1)]
+        features = m.ln_final(x)
+        x = features[torch.arange(x.shape[0]), tokens.argmax(dim=-1)]
         projection = m.text_projection
-        return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
+        pooled = projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
+        return pooled, features
 
 
 def _attention(
@@ -122,8 +130,14 @@ class _ImageTower(torch.nn.Module):
         return self.model.encode_image(pixels, normalize=False)
 
 
-def export_towers(model: torch.nn.Module, out_dir: str | os.PathLike[str]) -> Path:
-    """Write both towers of an open_clip CLIP model, towers.json and the vocabulary to out_dir.
+def export_towers(
+    model: torch.nn.Module,
+    out_dir: str | os.PathLike[str],
+    head: ItmHead | None = None,
+    alpha: float = 1.0,
+) -> Path:
+    """Write both towers of an open_clip CLIP model, towers.json and the vocabulary to out_dir,
+    and the model's ITM `head` (with its fused-score `alpha`) when it has one.
 
     The caller's model is left as it was (device, dtype, train/eval): a float32 CPU copy is
     exported. Tower files get fresh names and towers.json, replaced atomically and last, is
@@ -145,14 +159,28 @@ def export_towers(model: torch.nn.Module, out_dir: str | os.PathLike[str]) -> Pa
     pixels = torch.zeros(_EXAMPLE_BATCH, 3, image_cfg.size, image_cfg.size)
     tag = uuid.uuid4().hex[:12]
     text_file, image_file = f"text-{tag}.onnx", f"image-{tag}.onnx"
+    trim = _trimmable(twin)
+    if head is not None and not trim:
+        raise BadModelSpec(
+            "the ITM head can only be served with open_clip's built-in CLIP text tower"
+        )
     try:
         with torch.no_grad(), _mha_fastpath(False):
             embed_dim = int(twin.encode_text(tokens).shape[-1])
-            trim = _trimmable(twin)
-            text_tower = _TrimmedTextTower(twin) if trim else _TextTower(twin)
-            _export(text_tower, tokens, TEXT_INPUT, out / text_file, dynamic_length=trim)
-            _export(_ImageTower(twin), pixels, IMAGE_INPUT, out / image_file)
-        spec = TowersSpec(context_length, embed_dim, image_cfg, text_file, image_file, trim)
+            if trim:
+                axes = {TEXT_INPUT: {0: "batch", 1: "length"}, OUTPUT: {0: "batch"},
+                        TOKENS_OUTPUT: {0: "batch", 1: "length"}}  # fmt: skip
+                _export(_TrimmedTextTower(twin), (tokens,), [OUTPUT, TOKENS_OUTPUT], axes,
+                        out / text_file)  # fmt: skip
+            else:
+                axes = {TEXT_INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}
+                _export(_TextTower(twin), (tokens,), [OUTPUT], axes, out / text_file)
+            axes = {IMAGE_INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}
+            _export(_ImageTower(twin), (pixels,), [OUTPUT], axes, out / image_file)
+            rerank = None
+            if head is not None:
+                rerank = _export_head(head, twin, alpha, out / f"head-{tag}.onnx")
+        spec = TowersSpec(context_length, embed_dim, image_cfg, text_file, image_file, trim, rerank)
         with _replacing(out / spec.vocab_file) as tmp:
             shutil.copyfile(default_bpe(), tmp)
         with _replacing(out / TOWERS_FILE) as tmp:
@@ -210,15 +238,40 @@ def _example_tokens(context_length: int) -> torch.Tensor:
     return tokens
 
 
+def _export_head(head: ItmHead, model: torch.nn.Module, alpha: float, target: Path) -> RerankSpec:
+    """Trace the ITM head to target; its inputs are those of `ItmHead.forward`."""
+    head = copy.deepcopy(head).to(device="cpu", dtype=torch.float32).eval()
+    c = head.config
+    examples = (
+        torch.randn(_EXAMPLE_BATCH, 5, c.text_dim),
+        torch.tensor([[True] * 5, [True] * 3 + [False] * 2]),
+        torch.randn(_EXAMPLE_BATCH + 1, c.stored_tokens, c.store_dim),
+        torch.tensor([0, 2]),
+    )
+    rows, length = {0: "rows"}, {0: "rows", 1: "length"}
+    axes = dict(zip(HEAD_INPUTS, (length, length, {0: "images"}, rows), strict=True))
+    _export(head, examples, [LOGIT_OUTPUT], {**axes, LOGIT_OUTPUT: rows}, target)
+    scale, bias = (float(v) for v in head.platt)
+    return RerankSpec(
+        head_file=target.name,
+        alpha=float(alpha),
+        logit_scale=float(model.logit_scale.exp()),
+        platt=(scale, bias),
+        stored_tokens=c.stored_tokens,
+        store_dim=c.store_dim,
+    )
+
+
 def _export(
-    tower: torch.nn.Module,
-    example: torch.Tensor,
-    input_name: str,
+    module: torch.nn.Module,
+    examples: tuple[torch.Tensor, ...],
+    outputs: list[str],
+    dynamic_axes: dict[str, dict[int, str]],
     target: Path,
-    dynamic_length: bool = False,
 ) -> None:
-    """Trace one tower to target (the graph) and target.data (its weights)."""
-    input_axes = {0: "batch", 1: "length"} if dynamic_length else {0: "batch"}
+    """Trace a module to target (the graph) and target.data (its weights); the inputs are
+    named by the keys of `dynamic_axes` that are not `outputs`."""
+    inputs = [name for name in dynamic_axes if name not in outputs]
     traced = target.with_name(f".{target.name}.traced.tmp")
     try:
         with warnings.catch_warnings():
@@ -231,12 +284,12 @@ def _export(
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", ".*If indices include negative values", UserWarning)
             torch.onnx.export(
-                tower,
-                (example,),
+                module,
+                examples,
                 str(traced),
-                input_names=[input_name],
-                output_names=[OUTPUT],
-                dynamic_axes={input_name: input_axes, OUTPUT: {0: "batch"}},
+                input_names=inputs,
+                output_names=outputs,
+                dynamic_axes=dynamic_axes,
                 opset_version=OPSET,
                 dynamo=False,
             )

@@ -161,7 +161,7 @@ def _run(
         store, changed = vector_store.sync(store, catalog)
         if changed or not (directory / vector_store.VECTORS_FILE).exists():
             store.save(directory)
-        install_towers(directory, record.identity, embedding.model_with_text)
+        install_towers(directory, record.identity, embedding.model_for_export)
     catalog.checkpoint()
     return summary
 
@@ -291,12 +291,15 @@ class _Embedding:
             self._model.set_result(self._load_model())
         return self._model.result()
 
-    def model_with_text(self) -> LoadedModel:
-        """The model with its text tower too (exporting the query towers needs it)."""
+    def model_for_export(self) -> LoadedModel:
+        """The model as the query towers are exported from: both towers, float32 weights (not
+        those rounded to bf16 for indexing)."""
+        import torch
+
         loaded = self.loaded_model()
-        if loaded.has_text_tower:
+        if loaded.has_text_tower and loaded.dtype == torch.float32:
             return loaded
-        return load_model(self.spec, self.options.precision, self.options.device)
+        return load_model(self.spec, "fp32", "cpu")
 
     def _load_model(self) -> LoadedModel:
         # Indexing reads the image tower alone; the text tower is needed only to export the

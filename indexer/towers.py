@@ -24,7 +24,10 @@ VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
 TEXT_INPUT = "tokens"
 IMAGE_INPUT = "pixels"
 OUTPUT = "embedding"
-FORMAT_VERSION = 3  # 2: square image size; 3: text_trimmed
+TOKENS_OUTPUT = "token_features"  # a trimmed text tower's per-token features, the ITM head's input
+HEAD_INPUTS = ("text_tokens", "text_mask", "image_tokens", "image_index")
+LOGIT_OUTPUT = "logit"
+FORMAT_VERSION = 4  # 2: square image size; 3: text_trimmed; 4: text tokens and the ITM head
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,18 @@ class ImagePreprocess:
 
 
 @dataclass(frozen=True)
+class RerankSpec:
+    """The model's ITM head, exported beside the towers, and what the fused score needs."""
+
+    head_file: str
+    alpha: float  # fused = itm_logit + alpha * logit_scale * itc_cosine
+    logit_scale: float
+    platt: tuple[float, float]  # match probability = sigmoid(platt[0] * logit + platt[1])
+    stored_tokens: int  # each image's stored tokens: [stored_tokens, store_dim] fp16
+    store_dim: int
+
+
+@dataclass(frozen=True)
 class TowersSpec:
     """What a query needs to know about exported towers; stored as towers.json beside them."""
 
@@ -53,6 +68,7 @@ class TowersSpec:
     text_file: str  # graph files; each keeps its weights beside it in <name>.data
     image_file: str
     text_trimmed: bool  # the text tower takes [B, L ≤ context_length]: padding may be cut
+    rerank: RerankSpec | None = None  # set when the model has an ITM head
     vocab_file: str = VOCAB_FILE
     version: int = FORMAT_VERSION
 
@@ -81,7 +97,10 @@ class TowersSpec:
             image = raw.pop("image")
             for key in ("mean", "std"):
                 image[key] = tuple(image[key])
-            return cls(**raw, image=ImagePreprocess(**image))
+            rerank = raw.pop("rerank", None)
+            if rerank is not None:
+                rerank = RerankSpec(**{**rerank, "platt": tuple(rerank["platt"])})
+            return cls(**raw, image=ImagePreprocess(**image), rerank=rerank)
         except (KeyError, TypeError) as e:
             raise IndexNotFound(f"{path}: malformed ({e})") from None
 
@@ -124,7 +143,8 @@ def install_towers(
     if not towers_cached(identity):
         from indexer.onnx_export import export_towers  # imports torch: only when exporting
 
-        export_towers(load().model, cached)
+        loaded = load()
+        export_towers(loaded.model, cached, loaded.head, loaded.head_alpha)
     staging = directory / f"{TOWERS_DIR}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(cached, staging, copy_function=_link_or_copy)

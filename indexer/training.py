@@ -53,13 +53,13 @@ from indexer.itm_head import (
     image_features_and_tokens,
     text_features_and_tokens,
 )
+from indexer.model_loading import HEAD_FILE
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ARCHITECTURE = "photoseek-shapes"
 STATE_FILE = "train_state.pt"
 HEAD_WEIGHTS = "itm_head.safetensors"
-HEAD_JSON = "itm_head.json"
 ALPHAS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 
 Pair = tuple[str | os.PathLike[str], str] | tuple[str | os.PathLike[str], str, Sequence[str]]
@@ -572,7 +572,7 @@ def _write_outputs(
         "platt": {"scale": scale, "bias": bias},
         "encoder_fingerprint": fingerprint,
     }
-    (out / HEAD_JSON).write_text(json.dumps(meta, indent=2))
+    (out / HEAD_FILE).write_text(json.dumps(meta, indent=2))
     return fingerprint
 
 
@@ -751,7 +751,7 @@ def load_head(path: str | os.PathLike[str], encoder: nn.Module, device: str = "c
     from safetensors.torch import load_file
 
     folder = Path(path)
-    meta = json.loads((folder / HEAD_JSON).read_text())
+    meta = json.loads((folder / HEAD_FILE).read_text())
     if meta["encoder_fingerprint"] != encoder_fingerprint(encoder):
         raise ModelMismatch(
             f"the ITM head in {folder} was trained with another dual encoder "
@@ -769,7 +769,7 @@ def load_trained(out_dir: str | os.PathLike[str], device: str = "cpu") -> Traine
     folder = Path(out_dir).resolve()
     clip = open_clip.create_model(f"local-dir:{folder}").to(device).eval()
     head = load_head(folder, clip, device)
-    meta = json.loads((folder / HEAD_JSON).read_text())
+    meta = json.loads((folder / HEAD_FILE).read_text())
     cfg = clip.visual.preprocess_cfg
     return Trained(
         clip,

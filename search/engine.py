@@ -26,7 +26,7 @@ from search.filters import Filters
 from search.query import Term, combine
 
 if TYPE_CHECKING:
-    from search.onnx_towers import ImageEncoder, TextEncoder
+    from search.onnx_towers import HeadScorer, ImageEncoder, TextEncoder
     from search.rerank import Reranker
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ class Engine:
         knn: Knn | None = None,
         text_encoder: TextEncoder | None = None,
         image_encoder: ImageEncoder | None = None,
+        head_scorer: HeadScorer | None = None,
     ) -> None:
         self.directory = directory
         self.catalog = catalog
@@ -68,6 +69,7 @@ class Engine:
         self.knn = knn or self._faiss_knn
         self._text = text_encoder
         self._image = image_encoder
+        self._head = head_scorer
         self.reranker: Reranker | None = None  # built on the first reranked query
 
     @classmethod
@@ -77,7 +79,10 @@ class Engine:
         knn: Knn | None = None,
         text_encoder: TextEncoder | None = None,
         image_encoder: ImageEncoder | None = None,
+        head_scorer: HeadScorer | None = None,
     ) -> Engine:
+        """The engine over `directory`; encoders not given are loaded from its ONNX export
+        when first needed (pass them to start loading them early)."""
         catalog = open_existing(directory)
         record = model_record(catalog)
         if record is None:
@@ -87,7 +92,7 @@ class Engine:
         if len(store) != catalog.counts()["images"]:
             # A run was killed before its final sync: bring a copy in line, leave the file.
             store, _ = sync(store, catalog)
-        return cls(directory, catalog, record, store, knn, text_encoder, image_encoder)
+        return cls(directory, catalog, record, store, knn, text_encoder, image_encoder, head_scorer)
 
     def close(self) -> None:
         self.catalog.close()
@@ -101,11 +106,14 @@ class Engine:
     # -- encoders ---------------------------------------------------------------------------
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
+        return self._text_encoder().encode(texts)
+
+    def _text_encoder(self) -> TextEncoder:
         if self._text is None:
             from search.onnx_towers import TextEncoder
 
             self._text = TextEncoder(self._towers())
-        return self._text.encode(texts)
+        return self._text
 
     def encode_images(self, paths: list[bytes]) -> np.ndarray:
         if self._image is None:
@@ -162,11 +170,13 @@ class Engine:
         if len(terms) != 1 or terms[0].text is None:
             raise BadInput("--rerank scores one text query against images: no arithmetic")
         if self.reranker is None:
+            from search.onnx_towers import HeadScorer
             from search.rerank import Reranker
 
-            self.reranker = Reranker.for_engine(self)
+            head = self._head or HeadScorer(self._towers())
+            self.reranker = Reranker(self._text_encoder(), head)
         candidates = self.search_vector(vector, max(k, rerank_k), filters)
-        hits = self.reranker.rerank(self, terms[0].text, candidates)
+        hits = self.reranker.rerank(self.catalog.tokens_by_id, terms[0].text, candidates)
         if threshold is not None:
             hits = [h for h in hits if h.extra["itm_prob"] >= threshold]
         return hits[:k]

@@ -20,9 +20,13 @@ import numpy as np
 
 from indexer.errors import BadInput, IndexNotFound
 from indexer.towers import (
+    HEAD_INPUTS,
     IMAGE_INPUT,
+    LOGIT_OUTPUT,
     OUTPUT,
     TEXT_INPUT,
+    TOKENS_OUTPUT,
+    RerankSpec,
     TowersSpec,
 )
 from search.tokenizer import ClipTokenizer
@@ -87,14 +91,72 @@ class TextEncoder(_Tower):
     def encode(self, texts: str | Sequence[str]) -> np.ndarray:
         """Embeddings [len(texts), embed_dim], L2-normalised; a lone string is one text."""
         session = self._ready()
-        tokens = self._tokenizer(texts)
-        if self.spec.text_trimmed and len(tokens):  # cut padding after the longest text's end
-            tokens = tokens[:, : int(tokens.argmax(axis=1).max()) + 1]
+        tokens = self._ids(texts)
         batches = (
             _run(session, TEXT_INPUT, tokens[start : start + self.batch_size])
             for start in range(0, len(tokens), self.batch_size)
         )
         return _stack_normalised(batches, self.spec.embed_dim)
+
+    def encode_tokens(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """One text's per-token features [1, L, width] and their mask [1, L] (True up to and
+        including the end token): what the ITM head reads."""
+        session = self._ready()
+        if not self.spec.text_trimmed:
+            raise BadInput("this model's text tower does not export token features")
+        ids = self._ids(text)
+        features = session.run([TOKENS_OUTPUT], {TEXT_INPUT: ids})[0]
+        mask = np.arange(ids.shape[1])[None, :] <= ids.argmax(axis=1)[:, None]
+        return features, mask
+
+    def _ids(self, texts: str | Sequence[str]) -> np.ndarray:
+        tokens = self._tokenizer(texts)
+        if self.spec.text_trimmed and len(tokens):  # cut padding after the longest text's end
+            tokens = tokens[:, : int(tokens.argmax(axis=1).max()) + 1]
+        return tokens
+
+
+class HeadScorer(_Tower):
+    """The exported ITM head: match logits of one query's text tokens against candidates'
+    stored image tokens."""
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        super().__init__(folder, batch_size=1)
+        if self.spec.rerank is None:
+            raise BadInput(
+                "--rerank needs a model trained with an ITM head (`photoseek train`); "
+                "this index's model has none"
+            )
+        self.rerank: RerankSpec = self.spec.rerank
+
+    def _load(self) -> None:
+        self._session = _open_session(_existing(self.folder / self.rerank.head_file))
+
+    def logits(
+        self, text_tokens: np.ndarray, text_mask: np.ndarray, image_tokens: np.ndarray
+    ) -> np.ndarray:
+        """Logits [M] of text tokens [1, L, width] (mask [1, L]) against each of M images'
+        stored tokens [M, stored_tokens, store_dim] (any float dtype)."""
+        session = self._ready()
+        m = len(image_tokens)
+        feeds = dict(
+            zip(
+                HEAD_INPUTS,
+                (
+                    np.repeat(text_tokens.astype(np.float32), m, axis=0),
+                    np.repeat(text_mask, m, axis=0),
+                    image_tokens.astype(np.float32),
+                    np.arange(m, dtype=np.int64),
+                ),
+                strict=True,
+            )
+        )
+        return session.run([LOGIT_OUTPUT], feeds)[0]
+
+    def probability(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated match probabilities (Platt scaling fitted at training)."""
+        scale, bias = self.rerank.platt
+        return 1.0 / (1.0 + np.exp(-(scale * logits + bias)))
 
 
 class ImageEncoder(_Tower):

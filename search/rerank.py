@@ -6,69 +6,49 @@ at training time on held-out pairs). `itm_prob` is the head's calibrated match p
 meaningful "no good match" line. Reranking reorders the ITC top-k; it never changes which
 candidates are in it.
 
-The head needs the index's stored per-image tokens (written at index time when the model has a
-head) and the query's text token features, which the torch text tower computes: this path
-imports torch, so a cold `--rerank` query pays for it once.
+The head reads the index's stored per-image tokens (written at index time when the model has a
+head) and the query's text token features. Both the text tower and the head run from the ONNX
+export in the index, so reranking never imports torch and needs no model files.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
 from indexer.errors import BadInput
-from indexer.index_dir import check_model
-from indexer.model_loading import HEAD_FILE, ModelSpec
-from search.engine import Engine, Hit
+from search.engine import Hit
+from search.onnx_towers import HeadScorer, TextEncoder
 
 
 class Reranker:
-    """The trained encoder + head of an index's model folder, ready to rescore candidates."""
+    """Rescores an engine's candidates for one text with the exported ITM head."""
 
-    def __init__(self, model_dir: Path) -> None:
-        from indexer.training import load_trained
+    def __init__(self, text: TextEncoder, head: HeadScorer) -> None:
+        self.text = text
+        self.head = head
 
-        self.trained = load_trained(model_dir)
-        self.config = self.trained.head.config
+    def rerank(self, tokens_by_id, text: str, hits: list[Hit]) -> list[Hit]:  # noqa: ANN001
+        """`hits` rescored against `text`, best fused score first, with itm_prob/itc_score.
 
-    @classmethod
-    def for_engine(cls, engine: Engine) -> Reranker:
-        spec = ModelSpec.parse(engine.record.identity.spec)
-        folder = Path(spec.name)
-        if spec.kind != "local-dir" or not (folder / HEAD_FILE).is_file():
-            raise BadInput(
-                f"--rerank needs a model trained with an ITM head (`photoseek train`); "
-                f"this index uses {engine.record.identity.spec}"
-            )
-        check_model(engine.catalog, spec.identity())  # the folder still holds the same model
-        return cls(folder)
-
-    def rerank(self, engine: Engine, text: str, hits: list[Hit]) -> list[Hit]:
-        """`hits` rescored against `text`, best fused score first, with itm_prob/itc_score."""
+        `tokens_by_id` maps catalog ids to stored tokens (`Catalog.tokens_by_id`).
+        """
         if not hits:
             return []
-        import torch
-
-        from indexer.training import EncodedImages, encode_texts, itm_logits
-
-        stored = engine.catalog.tokens_by_id([h.id for h in hits])
+        spec = self.head.rerank
+        stored = tokens_by_id([h.id for h in hits])
         if len(stored) != len(hits):
             raise BadInput("this index has no ITM tokens for some images; run `photoseek index`")
-        shape = (self.config.stored_tokens, self.config.store_dim)
-        tokens = torch.from_numpy(np.stack([stored[h.id].reshape(shape) for h in hits]))
-        texts = encode_texts(self.trained, [text])
-        images = EncodedImages(torch.empty(0), tokens)
-        index = torch.arange(len(hits))
-        logits = itm_logits(self.trained.head, texts, torch.zeros_like(index), images, index)
-        probabilities = self.trained.head.probability(logits)
-        scale = float(self.trained.model.logit_scale.detach().exp())
+        shape = (spec.stored_tokens, spec.store_dim)
+        images = np.stack([stored[h.id].reshape(shape) for h in hits])
+        logits = self.head.logits(*self.text.encode_tokens(text), images)
+        probabilities = self.head.probability(logits)
         rescored = []
         for hit, logit, probability in zip(
             hits, logits.tolist(), probabilities.tolist(), strict=True
         ):
-            fused = logit + self.trained.alpha * scale * hit.score
+            fused = logit + spec.alpha * spec.logit_scale * hit.score
             extra = {"itm_prob": probability, "itc_score": hit.score, "itm_logit": logit}
             rescored.append(replace(hit, score=fused, extra=extra))
         return sorted(rescored, key=lambda h: -h.score)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_cli_index import run
 
@@ -47,6 +50,52 @@ def test_rerank_reorders_only_the_top_k(trained_index):
                 assert hit.extra["itc_score"] == pytest.approx(
                     next(h.score for h in itc if h.id == hit.id), abs=1e-5
                 )
+
+
+def test_onnx_rerank_scores_as_the_torch_head(trained_index):
+    """The exported text tokens and head give the logits and probabilities the trained torch
+    head gives for the same stored tokens."""
+    import torch
+
+    from indexer.training import EncodedImages, encode_texts, itm_logits, load_trained
+
+    index, model, rows = trained_index
+    trained = load_trained(model)
+    with Engine.open(index) as engine:
+        hits = engine.search(parse_terms([rows[1].caption]), k=12, rerank_k=12)
+        stored = engine.catalog.tokens_by_id([h.id for h in hits])
+    config = trained.head.config
+    tokens = torch.from_numpy(
+        np.stack([stored[h.id].reshape(config.stored_tokens, config.store_dim) for h in hits])
+    )
+    texts = encode_texts(trained, [rows[1].caption])
+    index_ = torch.arange(len(hits))
+    expected = itm_logits(
+        trained.head, texts, torch.zeros_like(index_), EncodedImages(torch.empty(0), tokens), index_
+    )
+    got = np.array([h.extra["itm_logit"] for h in hits])
+    assert np.allclose(got, expected.numpy(), atol=1e-3)
+    probabilities = trained.head.probability(expected).numpy()
+    assert np.allclose([h.extra["itm_prob"] for h in hits], probabilities, atol=1e-4)
+
+
+def test_cold_rerank_never_imports_torch(trained_index):
+    index, _, rows = trained_index
+    script = (
+        "import sys\n"
+        "from search.engine import Engine\n"
+        "from search.query import parse_terms\n"
+        f"with Engine.open(__import__('pathlib').Path({str(index)!r})) as engine:\n"
+        f"    hits = engine.search(parse_terms([{rows[0].caption!r}]), k=3, rerank_k=8)\n"
+        "assert len(hits) == 3 and 'itm_prob' in hits[0].extra\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'open_clip')]\n"
+        "assert not heavy, heavy\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=repo, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
 
 
 def test_threshold_cuts_on_match_probability(trained_index):

@@ -58,15 +58,17 @@ def search(
         raise fail("-0 goes with --paths")
     terms = parse_terms(query or [], image or [])
     directory = resolve_index(index_dir)
-    text_encoder = image_encoder = None
+    text_encoder = image_encoder = head_scorer = None
     if (directory / TOWERS_DIR / "towers.json").is_file():
-        from search.onnx_towers import ImageEncoder, TextEncoder
+        from search.onnx_towers import HeadScorer, ImageEncoder, TextEncoder
 
         towers = directory / TOWERS_DIR
         if any(t.text for t in terms):
             text_encoder = TextEncoder(towers).load_in_background()
         if any(t.image for t in terms):
             image_encoder = ImageEncoder(towers).load_in_background()
+        if rerank:
+            head_scorer = HeadScorer(towers).load_in_background()
     from search.engine import Engine  # the catalog and FAISS imports overlap the loading
     from search.filters import Filters
 
@@ -74,7 +76,8 @@ def search(
         under=tuple(under or ()), glob=glob, after=after, before=before,
         min_width=min_width, min_height=min_height, camera=camera,
     )  # fmt: skip
-    with Engine.open(directory, text_encoder=text_encoder, image_encoder=image_encoder) as engine:
+    with Engine.open(directory, text_encoder=text_encoder, image_encoder=image_encoder,
+                     head_scorer=head_scorer) as engine:  # fmt: skip
         if model:
             from indexer.index_dir import check_model
             from indexer.model_loading import ModelSpec
