@@ -5,10 +5,10 @@ Run with the project's interpreter:
     .venv/bin/python bench/shapes_recipe.py [--train-groups N] [--epochs E] [--threads T]
 
 Stages (each timed):
-  1. generate: the test gallery with `write_dataset` (250 held-out twin groups, 1,000 images)
-     and a training set of twin groups: for each of N train scenes one layout, all four twins
-     rendered with it, each twin a pair whose negatives are its three twin captions and up to
-     three one-slot edits. Pairs of one layout share a group id, so `train` batches them together.
+  1. generate: `write_dataset` writes the test gallery (250 held-out twin groups, 1,000 images)
+     and N training twin groups: for each of N train scenes one layout, all four twins rendered
+     with it, each twin a pair whose negatives are its three twin captions and up to three
+     one-slot edits. Pairs of one layout share a group id, so `train` batches them together.
   2. train: `indexer.training.train` from scratch (tiny `photoseek-shapes` ViT, patch 8).
   3. evaluate: text->image and image->text R@1/5/10 and twin accuracy, ITC alone and the
      ITC top-k reranked by the fused ITM score for k = 8, 16, 32.
@@ -26,36 +26,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from indexer import shapes_world as sw
 from indexer.training import TrainOptions, TrainProgress, evaluate, load_trained, train
 
 OUT = Path(__file__).resolve().parent / "out"
-
-
-def write_twin_train_set(root: Path, groups: int, seed: int, size: int = 64) -> list[dict]:
-    """Render `groups` train twin groups (4 images each, one layout) under root/train_twins."""
-    folder = root / "train_twins"
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng([seed, 7])
-    pool = [scene for scene in sw.all_scenes() if not sw.held_out(scene)]
-    rows = []
-    for g in range(groups):
-        base = pool[int(rng.integers(len(pool)))]
-        layout = sw.sample_layout(base.relation, rng)
-        members = base.group()
-        for k, scene in enumerate(members):
-            name = folder / f"{g:06d}_t{k}.png"
-            if not name.exists():
-                sw.render(scene, layout, size).save(name)
-            edits = scene.medium_negatives(rng, 3, keep=lambda s: not sw.held_out(s))
-            negatives = [s.caption() for s in (*scene.twins(), *edits)]
-            rows.append(
-                {"image": str(name), "caption": scene.caption(), "negatives": negatives, "group": g}
-            )
-    return rows
 
 
 def markdown(report: dict) -> str:
@@ -99,14 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("indexer").setLevel(logging.INFO)
     torch.set_num_threads(args.threads)
     run = f"g{args.train_groups}_e{args.epochs}_b{args.batch_size}_s{args.seed}{args.tag}"
-    data = args.cache / f"data_s{args.seed}"
     times = {}
 
     started = time.perf_counter()
-    files = sw.write_dataset(
-        data / "test_set", train=0, test_groups=args.test_groups, seed=args.seed
-    )
-    rows = write_twin_train_set(data, args.train_groups, args.seed)
+    data = args.cache / f"data_g{args.train_groups}_t{args.test_groups}_s{args.seed}"
+    if not (data / "test.jsonl").exists():
+        sw.write_dataset(
+            data, train_groups=args.train_groups, test_groups=args.test_groups, seed=args.seed
+        )
+    rows = sw.read_train(data / "train.jsonl")
     times["generate_s"] = time.perf_counter() - started
 
     def report(p: TrainProgress) -> None:
@@ -127,12 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         head=json.loads(args.head),
     )
     result = train(
-        [(r["image"], r["caption"], r["negatives"]) for r in rows],
+        [(str(data / r.image), r.caption, r.negatives) for r in rows],
         args.cache / "runs" / run,
         epochs=args.epochs,
         seed=args.seed,
         batch_size=args.batch_size,
-        groups=[r["group"] for r in rows],
+        groups=[r.group for r in rows],
         options=options,
         progress=report,
     )
@@ -140,10 +117,10 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     trained = load_trained(result.out_dir)
-    test = sw.read_test(files.test_jsonl)
+    test = sw.read_test(data / "test.jsonl")
     scores = evaluate(
         trained,
-        [(files.root / r.image, r.caption) for r in test],
+        [(data / r.image, r.caption) for r in test],
         twin_groups=[r.group for r in test],
     )
     times["evaluate_s"] = time.perf_counter() - started

@@ -29,9 +29,9 @@ groups (284 of the 1,176 groups are held out: enough for a test gallery of 1,000
 test caption appears in ``train.jsonl``, neither as a caption nor as a negative. Train scenes
 and test groups are drawn from independent seed streams spawned from the dataset seed.
 
-Files written by `write_dataset`: ``train/NNNNNN.png``, ``test/gGGGGG_tK.png``, ``train.jsonl``
-(``{"image", "caption", "negatives"}``) and ``test.jsonl`` (``{"image", "caption", "group",
-"twin"}``), image paths relative to the jsonl's folder.
+Files written by `write_dataset`: ``train/gGGGGGG_tK.png``, ``test/gGGGGG_tK.png``,
+``train.jsonl`` (``{"image", "caption", "negatives", "group"}``) and ``test.jsonl``
+(``{"image", "caption", "group", "twin"}``), image paths relative to the jsonl's folder.
 """
 
 from __future__ import annotations
@@ -331,6 +331,7 @@ class TrainRow:
     image: str  # relative to the folder holding the jsonl
     caption: str
     negatives: list[str]
+    group: int  # the train twin group: its four rows share one layout
 
 
 @dataclass(frozen=True)
@@ -366,7 +367,7 @@ def held_out_groups() -> list[tuple[Scene, ...]]:
 def write_dataset(
     out_dir: Path,
     *,
-    train: int,
+    train_groups: int,
     test_groups: int,
     size: int = 64,
     seed: int = 0,
@@ -374,12 +375,15 @@ def write_dataset(
 ) -> DatasetFiles:
     """Write a shapes-world dataset: PNGs under train/ and test/, plus train/test jsonl.
 
-    Train scenes are drawn with replacement from the non-held-out groups, each with its 3 twin
-    captions and up to `medium` one-slot variants as negatives; test groups are distinct
-    held-out groups, each with a random member as T0. Same arguments, same bytes.
+    Training data are twin groups too: `train_groups` base scenes drawn with replacement from
+    the non-held-out groups, each rendered with one layout as all four twins. Every train row
+    has its 3 twin captions and up to `medium` one-slot variants as negatives, and a ``group``
+    id shared by the four, so training batches them together (each is the others' hardest
+    negative). Test groups are distinct held-out groups, each with a random member as T0.
+    Same arguments, same bytes.
     """
-    if train < 0 or test_groups < 0 or medium < 0:
-        raise BadInput("train, test_groups and medium must not be negative")
+    if train_groups < 0 or test_groups < 0 or medium < 0:
+        raise BadInput("train_groups, test_groups and medium must not be negative")
     candidates = held_out_groups()
     if test_groups > len(candidates):
         raise BadInput(f"asked for {test_groups} test groups; the split has {len(candidates)}")
@@ -391,14 +395,15 @@ def write_dataset(
     (out_dir / "test").mkdir(parents=True, exist_ok=True)
 
     train_rows = []
-    for i in range(train):
-        scene = train_pool[int(train_rng.integers(len(train_pool)))]
-        layout = sample_layout(scene.relation, train_rng)
-        variants = scene.medium_negatives(train_rng, medium, keep=_in_train_split)
-        name = f"train/{i:06d}.png"
-        render(scene, layout, size).save(out_dir / name)
-        negatives = [s.caption() for s in (*scene.twins(), *variants)]
-        train_rows.append(TrainRow(name, scene.caption(), negatives))
+    for g in range(train_groups):
+        base = train_pool[int(train_rng.integers(len(train_pool)))]
+        layout = sample_layout(base.relation, train_rng)
+        for k, scene in enumerate(base.group()):
+            variants = scene.medium_negatives(train_rng, medium, keep=_in_train_split)
+            name = f"train/g{g:06d}_t{k}.png"
+            render(scene, layout, size).save(out_dir / name)
+            negatives = [s.caption() for s in (*scene.twins(), *variants)]
+            train_rows.append(TrainRow(name, scene.caption(), negatives, g))
 
     twin_rows = []
     picks = test_rng.choice(len(candidates), size=test_groups, replace=False)

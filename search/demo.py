@@ -23,7 +23,7 @@ from search.engine import Engine, Hit
 from search.query import Term
 from search.render import write_html
 
-TRAIN_PAIRS = 2048
+TRAIN_GROUPS = 2500  # 10,000 training images: twin groups of 4
 TEST_GROUPS = 60  # 240 gallery images: 60 twin groups of 4
 EPOCHS = 6
 QUERIES = 3
@@ -34,9 +34,14 @@ K = 5
 class DemoSize:
     """How big the demo's data and training are (the defaults fit ~10 minutes on 2 cores)."""
 
-    train_pairs: int = TRAIN_PAIRS
+    train_groups: int = TRAIN_GROUPS
     test_groups: int = TEST_GROUPS
     epochs: int = EPOCHS
+
+    @property
+    def tag(self) -> str:
+        """Names the demo's data, model and index folders: another size never reuses them."""
+        return f"g{self.train_groups}-t{self.test_groups}-e{self.epochs}"
 
 
 @dataclass
@@ -64,30 +69,33 @@ def run_demo(
     folder.mkdir(parents=True, exist_ok=True)
     report = DemoReport(folder, folder / "results.html", trained_now=False)
     clock = time.perf_counter()
-    data = folder / "shapes"
+    data = folder / f"shapes-{size.tag}"
     if not (data / "test.jsonl").exists():
-        say(f"generating the shapes-world gallery in {data}")
-        write_dataset(data, train=size.train_pairs, test_groups=size.test_groups, size=64, seed=0)
+        say(f"generating the shapes-world gallery and training images in {data}")
+        write_dataset(
+            data, train_groups=size.train_groups, test_groups=size.test_groups, size=64, seed=0
+        )
     report.seconds["generate"] = time.perf_counter() - clock
 
-    model = folder / "model"
+    model = folder / f"model-{size.tag}"
     clock = time.perf_counter()
     if not (model / "itm_head.json").exists():
         from indexer.training import train
 
         say(
-            f"training the tiny dual encoder + ITM head ({size.train_pairs} pairs, "
+            f"training the tiny dual encoder + ITM head ({4 * size.train_groups} images, "
             f"{size.epochs} epochs)"
         )
         rows = read_pairs(data / "train.jsonl")
         train([(str(r.image), r.caption, r.negatives) for r in rows], model,
-              epochs=size.epochs, batch_size=128, progress=train_progress)  # fmt: skip
+              epochs=size.epochs, batch_size=128, groups=[r.group for r in rows],
+              progress=train_progress)  # fmt: skip
         report.trained_now = True
     else:
         say(f"reusing the model trained earlier in {model}")
     report.seconds["train"] = time.perf_counter() - clock
 
-    index = folder / "index"
+    index = folder / f"index-{size.tag}"
     clock = time.perf_counter()
     say("indexing the gallery with `photoseek index`")
     summary = run_index(index, IndexOptions(roots=(data / "test",), model=str(model)))

@@ -27,10 +27,16 @@ def trained_index(tmp_path_factory, towers_cache) -> tuple[Path, Path, list]:
 
     os.environ["XDG_CACHE_HOME"] = str(towers_cache)
     data = tmp_path_factory.mktemp("shapes")
-    files = write_dataset(data, train=96, test_groups=6, size=64, seed=0)
+    files = write_dataset(data, train_groups=24, test_groups=6, size=64, seed=0)
     rows = read_pairs(files.train_jsonl)
     model = data / "model"
-    train([(str(r.image), r.caption, r.negatives) for r in rows], model, epochs=1, batch_size=32)
+    train(
+        [(str(r.image), r.caption, r.negatives) for r in rows],
+        model,
+        epochs=1,
+        batch_size=32,
+        groups=[r.group for r in rows],
+    )
     index = data / "index"
     run_index(index, IndexOptions(roots=(data / "test",), model=str(model)))
     return index, model, read_pairs(files.test_jsonl)

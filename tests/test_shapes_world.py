@@ -51,7 +51,7 @@ def colour_centre(pixels: np.ndarray, colour: str) -> tuple[float, float, int]:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("shapes")
-    write_dataset(root, train=40, test_groups=8, seed=11)
+    write_dataset(root, train_groups=10, test_groups=8, seed=11)
     return root
 
 
@@ -202,6 +202,18 @@ def test_train_rows_list_twins_first(dataset: Path) -> None:
             assert len(slots_changed(scene, BY_CAPTION[negative])) == 1
 
 
+def test_train_rows_form_twin_groups(dataset: Path) -> None:
+    """Each train group is one base scene rendered as its four twins with one layout."""
+    rows = read_train(dataset / "train.jsonl")
+    assert len(rows) == 10 * 4
+    for g in range(10):
+        members = [r for r in rows if r.group == g]
+        base = BY_CAPTION[members[0].caption]
+        assert [r.caption for r in members] == [s.caption() for s in base.group()]
+        images = [np.asarray(Image.open(dataset / r.image)) for r in members]
+        assert all((a != images[0]).any() for a in images[1:])  # composition differs
+
+
 def test_test_rows_form_twin_groups(dataset: Path) -> None:
     rows = read_test(dataset / "test.jsonl")
     assert len(rows) == 8 * 4
@@ -218,7 +230,7 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
         return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
     for name, seed in (("a", 5), ("b", 5), ("c", 6)):
-        write_dataset(tmp_path / name, train=6, test_groups=2, seed=seed)
+        write_dataset(tmp_path / name, train_groups=2, test_groups=2, seed=seed)
     a, b, c = files(tmp_path / "a"), files(tmp_path / "b"), files(tmp_path / "c")
     assert a == b
     assert a.keys() == c.keys()
@@ -227,4 +239,4 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
 
 def test_too_many_test_groups_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(BadInput):
-        write_dataset(tmp_path, train=0, test_groups=len(held_out_groups()) + 1)
+        write_dataset(tmp_path, train_groups=0, test_groups=len(held_out_groups()) + 1)
