@@ -742,17 +742,8 @@ def _stage_child(photo_dir: str, checkpoint: str) -> None:
     from indexer.model_loading import ModelSpec, load_model
 
     lap("import photoseek indexer")
-    inner = _time_open_clip_loading()
-    loaded = load_model(ModelSpec.parse(f"{ARCH}:{checkpoint}"), "auto")
-    lap(f"load_model ({loaded.dtype})")
-    total = stages[f"load_model ({loaded.dtype})"]
-    init = inner["create_model"] - inner["load_checkpoint"]
-    stages["  of which: build with random init (overwritten next)"] = round(init, 3)
-    stages["  of which: torch.load the checkpoint"] = round(inner["load_state_dict"], 3)
-    copy = inner["load_checkpoint"] - inner["load_state_dict"]
-    stages["  of which: load_state_dict copy"] = round(copy, 3)
-    rest = total - inner["create_model"]
-    stages["  of which: .to(dtype), tokenizer, fingerprint"] = round(rest, 3)
+    loaded = load_model(ModelSpec.parse(f"{ARCH}:{checkpoint}"), "auto", towers="image")
+    lap(f"load_model, image tower only, as indexing does ({loaded.dtype})")
     clock = time.perf_counter()
     photos = image_files(Path(photo_dir))
     files = [(p.read_bytes(), p.suffix.lower().lstrip(".")) for p in photos]
@@ -768,29 +759,6 @@ def _stage_child(photo_dir: str, checkpoint: str) -> None:
         embed(np.stack([d.pixels for d in decoded[start : start + BATCH]]))
     lap(f"embed (batches of {BATCH}, first batch included)")
     print(json.dumps({"photos": len(files), "stages_s": stages}))
-
-
-def _time_open_clip_loading() -> dict[str, float]:
-    """Wrap open_clip's loading steps with timers (this throwaway child process only)."""
-    import open_clip
-    import open_clip.factory as factory
-
-    spent: dict[str, float] = defaultdict(float)
-
-    def timed(name: str, fn: Callable) -> Callable:
-        def wrapper(*args, **kwargs):
-            started = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                spent[name] += time.perf_counter() - started
-
-        return wrapper
-
-    open_clip.create_model = timed("create_model", open_clip.create_model)
-    factory.load_checkpoint = timed("load_checkpoint", factory.load_checkpoint)
-    factory.load_state_dict = timed("load_state_dict", factory.load_state_dict)
-    return spent
 
 
 def py_spy_profile(paths: Paths, py_spy: str) -> dict:

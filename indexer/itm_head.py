@@ -91,7 +91,10 @@ class _CrossAttention(nn.Module):
         h = self.heads
         q = self.q(x).view(n, t, h, w // h).transpose(1, 2)
         k, v = self.kv(image).view(m, p, 2, h, w // h).permute(2, 0, 3, 1, 4).unbind(0)
-        out = F.scaled_dot_product_attention(q, k[index], v[index])
+        # index_select, not k[index]: its backward (index_add_) is far faster on CPU than
+        # advanced indexing's (an accumulating index_put).
+        k, v = k.index_select(0, index), v.index_select(0, index)
+        out = F.scaled_dot_product_attention(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(n, t, w))
 
 

@@ -320,7 +320,9 @@ def _step_loss(
         pair_t, pair_i = (same_group & ~eye).nonzero(as_tuple=True)
         text_index = torch.cat([text_index, pair_t])
         image_index = torch.cat([image_index, pair_i])
-    all_logits = head(text_tokens[text_index], text_mask[text_index], stored, image_index)
+    all_logits = head(
+        text_tokens.index_select(0, text_index), text_mask[text_index], stored, image_index
+    )
     n = len(all_logits) - (len(pair_t) if listwise else 0)
     logits = all_logits[:n]
     labels = torch.zeros(n, device=images.device)

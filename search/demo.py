@@ -23,7 +23,7 @@ from search.engine import Engine, Hit
 from search.query import Term
 from search.render import write_html
 
-TRAIN_GROUPS = 2500  # 10,000 training images: twin groups of 4
+TRAIN_GROUPS = 3000  # 12,000 training images: twin groups of 4
 TEST_GROUPS = 60  # 240 gallery images: 60 twin groups of 4
 EPOCHS = 6
 QUERIES = 3
