@@ -21,6 +21,12 @@ def index_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     return Path(xdg) / "photoseek" / "default"
 
 
+def cache_dir() -> Path:
+    """This user's cache of things derived from models: $XDG_CACHE_HOME/photoseek."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(base) / "photoseek"
+
+
 def data_dir() -> Path:
     """The folder of shipped inputs: model configs, vocabularies, sample images."""
     package = Path(indexer.__file__).parent

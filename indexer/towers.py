@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from indexer.errors import IndexNotFound, ModelMismatch
-from indexer.locations import TOWERS_DIR
+from indexer.locations import TOWERS_DIR, cache_dir
 from indexer.model_loading import LoadedModel, ModelIdentity
 
 TOWERS_FILE = "towers.json"
@@ -115,8 +115,7 @@ def towers_ready(folder: Path) -> bool:
 
 
 def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-    return Path(base) / "photoseek" / "towers"
+    return cache_dir() / "towers"
 
 
 def _cache_key(identity: ModelIdentity) -> str:

@@ -102,6 +102,30 @@ def test_image_tower_alone_embeds_as_the_full_model(tiny_checkpoint, tmp_path):
         load_model(ModelSpec.parse(tiny_checkpoint), "fp32", towers="text")
 
 
+def test_cast_image_tower_is_cached_and_mapped_as_is(tiny_checkpoint):
+    """A bf16 image tower is cast once, cached per user, and later loads map the cache: the
+    same embeddings either way, with no fp32 copy in between."""
+    import torch
+
+    from indexer.locations import cache_dir
+
+    pixels = np.random.default_rng(3).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    spec = ModelSpec.parse(tiny_checkpoint)
+    shutil.rmtree(cache_dir() / "image-towers", ignore_errors=True)
+    first = load_model(spec, "bf16", towers="image")
+    cached = list((cache_dir() / "image-towers").glob("*.pt"))
+    assert len(cached) == 1
+    second = load_model(spec, "bf16", towers="image")
+    assert second.model.visual.conv1.weight.dtype == torch.bfloat16
+    assert np.array_equal(ImageEmbedder(first)(pixels), ImageEmbedder(second)(pixels))
+    assert not list((cache_dir() / "image-towers").glob("*.tmp"))
+    state = torch.load(cached[0], weights_only=True)
+    torch.save({k: v * 0.5 if v.is_floating_point() else v for k, v in state.items()}, cached[0])
+    third = load_model(spec, "bf16", towers="image")  # reads the (altered) cache
+    assert not np.allclose(ImageEmbedder(third)(pixels), ImageEmbedder(first)(pixels), atol=1e-3)
+    cached[0].unlink()
+
+
 def test_missing_and_offline_weights_fail_fast_with_a_hint(tmp_path):
     started = time.monotonic()
     with pytest.raises(WeightsUnavailable, match="local checkpoint"):

@@ -25,10 +25,10 @@ def demo(
 ) -> None:
     """Offline demo on a generated gallery: text→image with and without rerank, image→image,
     image→text, and an HTML page of it all."""
-    from indexer.towers import cache_root
+    from indexer.locations import cache_dir
     from search.demo import run_demo
 
-    folder = out or cache_root().parent / "demo"
+    folder = out or cache_dir() / "demo"
 
     def say(text: str) -> None:
         typer.echo(text, err=True)
