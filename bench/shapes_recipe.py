@@ -52,7 +52,7 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=Path("/tmp/photoseek-shapes"))
-    parser.add_argument("--train-groups", type=int, default=6000)
+    parser.add_argument("--train-groups", type=int, default=5000)
     parser.add_argument("--test-groups", type=int, default=250)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=128)
