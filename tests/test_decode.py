@@ -15,6 +15,7 @@ from PIL import Image, features
 from indexer.decode import (
     Decoded,
     PhotoInfo,
+    _scaled_webp,
     decode,
     load_rgb,
     model_input,
@@ -290,6 +291,49 @@ def test_jpeg_draft_decodes_at_reduced_size(big_jpeg: bytes) -> None:
     reduced = load_rgb(big_jpeg, "jpg", draft_to=224)
     assert reduced.size == (375, 250)
     assert load_rgb(big_jpeg, "jpg").size == (3000, 2000)
+
+
+# --- WebP scaled decode --------------------------------------------------------------------
+
+
+def _webp(tmp_path: Path, image: Image.Image, **params: object) -> bytes:
+    return _save(tmp_path, "big webp ✓.webp", image, quality=90, **params)
+
+
+def test_large_webp_decodes_scaled_close_to_full_decode(tmp_path: Path) -> None:
+    """Big WebPs go through libwebp's scaling decoder: the model input matches Pillow's full
+    decode, the catalog keeps the real size, and `load_rgb` sees the reduced picture."""
+    data = _webp(tmp_path, Image.fromarray(_smooth_rgb(2400, 1600)))
+    decoded = _decode(data, "webp", 224)
+    full = model_input(to_rgb(Image.open(io.BytesIO(data))), 224)
+    diff = np.abs(decoded.pixels.astype(int) - full.astype(int))
+    assert diff.mean() < 3, diff.mean()
+    assert (decoded.info.width, decoded.info.height) == (2400, 1600)
+    assert load_rgb(data, "webp", draft_to=224).size == (1200, 800)
+    assert _scaled_webp(data, 3, {}).size == (800, 533)  # libwebp scales while decoding
+
+
+def test_large_webp_keeps_orientation_alpha_and_first_frame(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    sideways = _half_red_half_blue(1600, 800).convert("RGBA")
+    sideways.putalpha(255)
+    data = _webp(tmp_path, sideways, exif=exif)
+    decoded = _decode(data, "webp")
+    assert _close(decoded.pixels[1, SIZE // 2], RED, 30)  # rotated as the EXIF says
+    assert _close(decoded.pixels[-2, SIZE // 2], BLUE, 30)
+    assert (decoded.info.width, decoded.info.height) == (800, 1600)
+
+    frames = [Image.new("RGB", (1200, 900), colour) for colour in (GREEN, RED)]
+    path = tmp_path / "animated.webp"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100)
+    assert _close(_decode(path.read_bytes(), "webp").pixels[SIZE // 2, SIZE // 2], GREEN, 30)
+
+
+def test_truncated_large_webp_is_unreadable(tmp_path: Path) -> None:
+    data = _webp(tmp_path, Image.fromarray(_smooth_rgb(2400, 1600)))
+    with pytest.raises(UnreadableImage):
+        decode(data[: len(data) // 2], "webp", SIZE)
 
 
 # --- model_input ---------------------------------------------------------------------------
