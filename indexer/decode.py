@@ -1,8 +1,9 @@
 """Decode image bytes into model-ready RGB pixels plus the metadata the catalog keeps.
 
 Fast path: JPEGs are decoded at reduced size (DCT scaling via Pillow's draft mode) close to the
-model's input, since full decoding of a 4-15 MP photo dominates indexing on a small CPU; large
-WebPs likewise, through libwebp's scaling decoder (via libvips), which Pillow does not expose.
+model's input, since full decoding of a 4-15 MP photo dominates indexing on a small CPU. Large
+WebPs and 8-bit RGB(A) PNGs go through libvips: WebP scaled by libwebp while decoding, PNG
+streamed and box-shrunk a strip at a time; Pillow can only decode them whole.
 Every failure becomes `UnreadableImage` with a short reason; nothing else escapes.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import io
+import logging
 import struct
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,12 +22,16 @@ from PIL import Image, ImageOps
 from indexer.discovery import RAW_EXTENSIONS
 from indexer.errors import UnreadableImage
 
+log = logging.getLogger(__name__)
+
 # Refuse larger images before decoding: Pillow's own hard limit, read here, never changed.
 MAX_PIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
 
 _EXIF_IFD = 0x8769
 _TAG_MAKE, _TAG_MODEL, _TAG_DATETIME, _TAG_DATETIME_ORIGINAL = 271, 272, 306, 36867
 _TAG_ORIENTATION = 0x0112
+# (format, mode) pairs that libvips decodes at reduced size (see `_vips_scaled`).
+_VIPS_SCALED = frozenset({("WEBP", "RGB"), ("WEBP", "RGBA"), ("PNG", "RGB"), ("PNG", "RGBA")})
 _REDUCIBLE_MODES = frozenset({"RGB", "RGBA", "RGBX", "L", "LA", "CMYK", "I", "F", "I;16"})
 _DECODE_ERRORS = (
     OSError,
@@ -121,8 +127,10 @@ def _open(data: bytes, draft_to: int | None) -> tuple[Image.Image, tuple[int, in
         if draft_to and image.format == "JPEG":
             image.draft("RGB", (draft_to, draft_to))
         factor = min(width, height) // (3 * draft_to) if draft_to else 0
-        if factor >= 2 and image.format == "WEBP":
-            return _scaled_webp(data, factor, image.info), (width, height)
+        if factor >= 2 and (image.format, image.mode) in _VIPS_SCALED:
+            scaled = _vips_scaled(data, image.format, factor, image.info)
+            if scaled is not None:
+                return scaled, (width, height)
         image.load()  # decodes the first frame of an animation
     except UnreadableImage:
         raise
@@ -131,23 +139,35 @@ def _open(data: bytes, draft_to: int | None) -> tuple[Image.Image, tuple[int, in
     return image, (width, height)
 
 
-def _scaled_webp(data: bytes, factor: int, info: dict) -> Image.Image:
-    """A WebP's first frame decoded at 1/factor size by libwebp's scaling decoder.
+def _vips_scaled(data: bytes, fmt: str, factor: int, info: dict) -> Image.Image | None:
+    """The first frame of a WebP or PNG at 1/factor size, decoded by libvips; None for a PNG
+    that is not 8-bit RGB(A) after all (16-bit: Pillow's decode handles it).
 
-    Pillow decodes a 17 MP WebP whole (~285 MB and a third of a second here); decoding it
-    scaled is 1.6x faster and needs a fraction of the memory. The result keeps the file's
-    EXIF, so orientation and metadata are read as from Pillow's own decode.
+    Pillow decodes a 17 MP WebP whole (~285 MB, a third of a second here); libwebp's scaling
+    decoder is 1.6x faster. A PNG is streamed through a box shrink instead of held whole:
+    2.4x faster on the benchmark photos. The result keeps the file's EXIF, so orientation and
+    metadata are read as from Pillow's own decode.
     """
     pyvips = _vips()
     try:
-        scaled = pyvips.Image.new_from_buffer(data, "", scale=1.0 / factor, access="sequential")
-        pixels = scaled.numpy()
+        if fmt == "WEBP":
+            image = pyvips.Image.new_from_buffer(
+                data, "", scale=1.0 / factor, access="sequential", fail_on="truncated"
+            )
+        else:
+            image = pyvips.Image.new_from_buffer(data, "", access="sequential", fail_on="truncated")
+            if image.format != "uchar" or image.bands not in (3, 4):
+                return None
+            image = image.shrink(factor, factor)
+        pixels = image.numpy()
     except pyvips.Error as e:
-        raise UnreadableImage(f"corrupt WebP ({str(e).splitlines()[0]})") from None
-    image = Image.fromarray(pixels)  # [h, w, 3] or [h, w, 4]: WebP is 8-bit RGB(A)
+        # libvips' message names its own write step first; the file is what failed.
+        log.debug("libvips could not decode a %s: %s", fmt, e)
+        raise UnreadableImage(f"truncated or corrupt {fmt}") from None
+    result = Image.fromarray(pixels)  # [h, w, 3] or [h, w, 4], uint8
     if "exif" in info:
-        image.info["exif"] = info["exif"]
-    return image
+        result.info["exif"] = info["exif"]
+    return result
 
 
 @functools.cache

@@ -15,7 +15,7 @@ from PIL import Image, features
 from indexer.decode import (
     Decoded,
     PhotoInfo,
-    _scaled_webp,
+    _vips_scaled,
     decode,
     load_rgb,
     model_input,
@@ -310,7 +310,7 @@ def test_large_webp_decodes_scaled_close_to_full_decode(tmp_path: Path) -> None:
     assert diff.mean() < 3, diff.mean()
     assert (decoded.info.width, decoded.info.height) == (2400, 1600)
     assert load_rgb(data, "webp", draft_to=224).size == (1200, 800)
-    assert _scaled_webp(data, 3, {}).size == (800, 533)  # libwebp scales while decoding
+    assert _vips_scaled(data, "WEBP", 3, {}).size == (800, 533)  # scaled while decoding
 
 
 def test_large_webp_keeps_orientation_alpha_and_first_frame(tmp_path: Path) -> None:
@@ -330,10 +330,53 @@ def test_large_webp_keeps_orientation_alpha_and_first_frame(tmp_path: Path) -> N
     assert _close(_decode(path.read_bytes(), "webp").pixels[SIZE // 2, SIZE // 2], GREEN, 30)
 
 
-def test_truncated_large_webp_is_unreadable(tmp_path: Path) -> None:
-    data = _webp(tmp_path, Image.fromarray(_smooth_rgb(2400, 1600)))
-    with pytest.raises(UnreadableImage):
-        decode(data[: len(data) // 2], "webp", SIZE)
+def test_large_png_streams_through_a_shrink(tmp_path: Path) -> None:
+    """Big 8-bit RGB(A) PNGs are shrunk while streaming: same model input as Pillow's full
+    decode, transparency still over white; a 16-bit one takes Pillow's path."""
+    rgb = Image.fromarray(_smooth_rgb(2400, 1600))
+    data = _save(tmp_path, "big ✓.png", rgb)
+    decoded = _decode(data, "png", 224)
+    full = model_input(to_rgb(Image.open(io.BytesIO(data))), 224)
+    assert np.abs(decoded.pixels.astype(int) - full.astype(int)).mean() < 2
+    assert _vips_scaled(data, "PNG", 3, {}).size == (800, 533)
+
+    clear = Image.new("RGBA", (1600, 1200), (255, 0, 0, 0))
+    clear.paste((0, 0, 255, 255), (800, 0, 1600, 1200))
+    decoded = _decode(_save(tmp_path, "half clear.png", clear), "png")
+    assert _close(decoded.pixels[SIZE // 2, 1], WHITE, 12)
+    assert _close(decoded.pixels[SIZE // 2, -2], BLUE, 12)
+
+    deep = np.full((1200, 1600, 3), 40000, dtype=np.uint16)
+    path = tmp_path / "deep.png"
+    path.write_bytes(_png_rgb16(deep))
+    assert _vips_scaled(path.read_bytes(), "PNG", 2, {}) is None
+    value = _decode(path.read_bytes(), "png").pixels[SIZE // 2, SIZE // 2]
+    assert np.all(np.abs(value.astype(int) - 40000 * 255 // 65535) <= 2)
+
+
+def _png_rgb16(pixels: np.ndarray) -> bytes:
+    """A 16-bit RGB PNG (Pillow cannot write one)."""
+    height, width, _ = pixels.shape
+    raw = b"".join(b"\0" + pixels[y].astype(">u2").tobytes() for y in range(height))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))  # fmt: skip
+
+
+def test_truncated_large_webp_and_png_are_unreadable(tmp_path: Path) -> None:
+    picture = Image.fromarray(_smooth_rgb(2400, 1600))
+    for data, ext in (
+        (_webp(tmp_path, picture), "webp"),
+        (_save(tmp_path, "p.png", picture), "png"),
+    ):
+        for cut in (len(data) // 2, len(data) - 100):
+            with pytest.raises(UnreadableImage, match="truncated|corrupt|decoder"):
+                decode(data[:cut], ext, SIZE)
 
 
 # --- model_input ---------------------------------------------------------------------------
