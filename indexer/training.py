@@ -221,9 +221,13 @@ def _create_model(model: str | None, seed: int, options: TrainOptions):
 
 
 def _precision(options: TrainOptions, device: str) -> torch.dtype | None:
+    """The autocast dtype (None: fp32). On CUDA, "auto" trains in bf16 where the GPU has it
+    and in fp32 otherwise: fp16 would need loss scaling, which this loop does not do."""
     from indexer.model_loading import resolve_precision
 
     chosen = resolve_precision(options.precision, device)
+    if options.precision == "auto" and device.startswith("cuda"):
+        chosen = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[chosen]
 
 
