@@ -35,7 +35,7 @@ from indexer.model_loading import (
     ModelSpec,
     load_model,
 )
-from indexer.towers import install_towers, towers_cached
+from indexer.towers import install_towers
 
 log = logging.getLogger(__name__)
 
@@ -302,10 +302,9 @@ class _Embedding:
         return load_model(self.spec, "fp32", "cpu")
 
     def _load_model(self) -> LoadedModel:
-        # Indexing reads the image tower alone; the text tower is needed only to export the
-        # query towers, which the per-user cache usually holds already.
-        towers = "image" if towers_cached(self.spec.identity()) else "both"
-        loaded = load_model(self.spec, self.options.precision, self.options.device, towers)
+        # Indexing reads the image tower alone; exporting the query towers (once per model and
+        # user) loads the whole model itself, in fp32 (`model_for_export`).
+        loaded = load_model(self.spec, self.options.precision, self.options.device, "image")
         if self.record is not None:
             check_model(self.catalog, loaded.identity)
         return loaded

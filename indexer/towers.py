@@ -123,11 +123,6 @@ def _cache_key(identity: ModelIdentity) -> str:
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
-def towers_cached(identity: ModelIdentity) -> bool:
-    """Whether this user's cache holds the exported query towers of the model."""
-    return towers_ready(cache_root() / _cache_key(identity))
-
-
 def install_towers(
     directory: Path, identity: ModelIdentity, load: Callable[[], LoadedModel]
 ) -> bool:
@@ -139,7 +134,7 @@ def install_towers(
     if towers_ready(target):
         return False
     cached = cache_root() / _cache_key(identity)
-    if not towers_cached(identity):
+    if not towers_ready(cached):
         from indexer.onnx_export import export_towers  # imports torch: only when exporting
 
         loaded = load()
