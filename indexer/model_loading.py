@@ -19,6 +19,8 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -412,19 +414,23 @@ def _image_tower_state(path: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-class _open_clip_log_quiet:
-    """Silence open_clip's root-logger warning that a model built without weights is random
-    (its weights are assigned right after)."""
+class QuietRandomInit(logging.Filter):
+    """Drops open_clip's warning that a model built without weights is random: photoseek does
+    that on purpose (training from scratch; weights assigned right after building)."""
 
-    @staticmethod
-    def filter(record: logging.LogRecord) -> bool:
-        return "initialized randomly" not in record.getMessage()
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
 
-    def __enter__(self) -> None:
-        logging.getLogger().addFilter(self.filter)
 
-    def __exit__(self, *exc: object) -> None:
-        logging.getLogger().removeFilter(self.filter)
+@contextmanager
+def _open_clip_log_quiet() -> Iterator[None]:
+    """`QuietRandomInit` on the root logger (where open_clip logs) for the block."""
+    quiet = QuietRandomInit()
+    logging.getLogger().addFilter(quiet)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(quiet)
 
 
 def _has_head(spec: ModelSpec) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +64,21 @@ def photos(tmp_path: Path) -> Path:
     (root / "trip 2024" / "notes.jpg").write_text("not a picture")
     (root / "copy of img0.jpg").write_bytes((root / "img0.jpg").read_bytes())
     return root
+
+
+def assert_runs_without_torch(script: str) -> None:
+    """Run `script` in a fresh interpreter at the repository root; it must succeed and must
+    not have imported torch or open_clip by its end."""
+    check = (
+        "\nimport sys as _sys\n"
+        "_heavy = [m for m in _sys.modules if m.split('.')[0] in ('torch', 'open_clip')]\n"
+        "assert not _heavy, _heavy\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script + check],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr

@@ -5,8 +5,6 @@ from __future__ import annotations
 import copy
 import io
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import torch
 from open_clip.tokenizer import default_bpe
 from PIL import Image, ImageDraw
 
+from conftest import assert_runs_without_torch
 from indexer.decode import decode, model_input, to_rgb
 from indexer.errors import BadInput, BadModelSpec, IndexNotFound
 from indexer.locations import data_dir
@@ -271,23 +270,13 @@ def test_missing_export_is_a_typed_error(tmp_path: Path) -> None:
 
 
 def test_query_path_never_imports_torch(towers: Path) -> None:
-    script = (
-        "import sys\n"
+    assert_runs_without_torch(
         "import numpy, indexer.decode, search.tokenizer, search.onnx_towers\n"
-        "def heavy():\n"
-        "    return [m for m in sys.modules if m.split('.')[0] in ('torch', 'open_clip')]\n"
-        "assert not heavy(), heavy()\n"
         f"search.onnx_towers.TextEncoder({str(towers)!r}).encode(['a dog'])\n"
         f"search.onnx_towers.ImageEncoder({str(towers)!r}).encode(\n"
         "    numpy.zeros((1, 64, 64, 3), numpy.uint8)\n"
         ")\n"
-        "assert not heavy(), heavy()\n"
     )
-    repo = Path(__file__).resolve().parents[1]
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=repo, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
 
 
 def test_text_tower_runs_only_as_long_as_the_longest_text(towers: Path, tiny_model) -> None:

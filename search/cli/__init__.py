@@ -24,20 +24,14 @@ train_cmds.register(app)
 demo_cmds.register(app)
 
 
-class _QuietRandomInit(logging.Filter):
-    """open_clip warns when it builds a model without weights: exactly what `train` wants."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("No pretrained weights loaded")
-
-
 def main() -> None:
     """Console entry point: library errors become one line on stderr and exit code 2."""
     from indexer.errors import PhotoseekError
+    from indexer.model_loading import QuietRandomInit
 
     logging.basicConfig(format="photoseek: %(levelname)s: %(message)s", level=logging.WARNING)
     for handler in logging.getLogger().handlers:
-        handler.addFilter(_QuietRandomInit())
+        handler.addFilter(QuietRandomInit())
     try:
         app()
         code = 0
