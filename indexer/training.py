@@ -86,7 +86,7 @@ class TrainOptions:
     head: dict[str, Any] = field(default_factory=dict)  # ItmConfig overrides
     held_out: float = 0.05  # fraction of pairs (at most 1,000) kept to pick alpha and calibrate
     rerank_k: int = 16  # candidates the held-out alpha search reranks
-    precision: str = "auto"  # "auto": bf16 autocast on CPUs with native bf16 and on CUDA GPUs
+    precision: str = "auto"  # "auto": bf16 autocast on CPUs with native bf16 and GPUs with bf16
 
 
 @dataclass(frozen=True)
