@@ -1,15 +1,20 @@
-"""The shapes-world ITM recipe, end to end: generate, train jointly, evaluate ITC vs rerank.
+"""The shapes-world ITM recipe, end to end: generate, train, evaluate ITC vs rerank.
 
 Run with the project's interpreter:
 
     .venv/bin/python bench/shapes_recipe.py [--train-groups N] [--epochs E] [--threads T]
+        [--pretrain-listings EPOCHS]
 
 Stages (each timed):
   1. generate: `write_dataset` writes the test gallery (250 held-out twin groups, 1,000 images)
      and N training twin groups: for each of N train scenes one layout, all four twins rendered
      with it, each twin a pair whose negatives are its three twin captions and up to three
      one-slot edits. Pairs of one layout share a group id, so `train` batches them together.
-  2. train: `indexer.training.train` from scratch (tiny `photoseek-shapes` ViT, patch 8).
+  2. train: `indexer.training.train` from scratch (tiny `photoseek-shapes` ViT, patch 8),
+     towers and head jointly. With --pretrain-listings, the situation of a user with a
+     pretrained CLIP instead: a plain dual encoder (ITC alone, random batches) is first trained
+     on the same images captioned by listings (``a red circle and a blue square``: no
+     relations, as in web alt text), then the head alone on its frozen towers.
   3. evaluate: text->image and image->text R@1/5/10 and twin accuracy, ITC alone and the
      ITC top-k reranked by the fused ITM score for k = 8, 16, 32.
 
@@ -66,6 +71,20 @@ def main(argv: list[str] | None = None) -> int:
         action="store_false",
         help="keep a pair's twins out of the contrastive loss (the head alone separates them)",
     )
+    parser.add_argument(
+        "--no-group-batches",
+        dest="group_batches",
+        action="store_false",
+        help="batch pairs at random, as CLIP trains (twins meet the head as caption edits)",
+    )
+    parser.add_argument(
+        "--pretrain-listings",
+        type=int,
+        default=0,
+        metavar="EPOCHS",
+        help="first pretrain a plain dual encoder on listings (no relations, like web alt "
+        "text), then train the head alone on its frozen towers",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--head", default="{}", help="ItmConfig overrides, as JSON")
@@ -75,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("indexer").setLevel(logging.INFO)
     torch.set_num_threads(args.threads)
     run = f"g{args.train_groups}_e{args.epochs}_b{args.batch_size}_s{args.seed}{args.tag}"
+    if args.pretrain_listings:
+        run += f"_frozen_on_listings{args.pretrain_listings}"
     times = {}
 
     started = time.perf_counter()
@@ -94,6 +115,23 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
 
+    model = None
+    if args.pretrain_listings:
+        started = time.perf_counter()
+        listings = sw.listings([r.caption for r in rows], args.seed)
+        pretrain_run = f"listings_g{args.train_groups}_e{args.pretrain_listings}_s{args.seed}"
+        pretrained = train(
+            [(str(data / r.image), text) for r, text in zip(rows, listings, strict=True)],
+            args.cache / "runs" / pretrain_run,
+            epochs=args.pretrain_listings,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            options=TrainOptions(lr=args.lr, itm_weight=0.0),
+            progress=report,
+        )
+        model = f"local-dir:{pretrained.out_dir}"
+        times["pretrain_s"] = time.perf_counter() - started
+
     started = time.perf_counter()
     options = TrainOptions(
         lr=args.lr,
@@ -106,10 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     result = train(
         [(str(data / r.image), r.caption, r.negatives) for r in rows],
         args.cache / "runs" / run,
+        model=model,
+        lock_image=model is not None,
+        lock_text=model is not None,
         epochs=args.epochs,
         seed=args.seed,
         batch_size=args.batch_size,
-        groups=[r.group for r in rows],
+        groups=[r.group for r in rows] if args.group_batches else None,
         options=options,
         progress=report,
     )

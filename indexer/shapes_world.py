@@ -40,7 +40,8 @@ import colorsys
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -70,6 +71,8 @@ HOLDOUT_MODULUS = 4
 HARD_NEGATIVES = 3
 """Every train row's ``negatives`` starts with this many twin captions (T1, T2, T3)."""
 
+_CAPTION = re.compile(r"a (\w+) (\w+) ({}) a (\w+) (\w+)".format("|".join(RELATIONS)))
+
 _SUPERSAMPLE = 4  # shapes are drawn at 4x and box-filtered down: Pillow polygons are aliased
 _NOISE_SIGMA = 4.0  # in 0..255 levels; enough to break flat colours, far too little to shift one
 
@@ -96,9 +99,24 @@ class Scene:
         if self.colour1 == self.colour2 or self.shape1 == self.shape2:
             raise BadInput("the two objects of a scene must differ in colour and in shape")
 
+    @classmethod
+    def parse(cls, caption: str) -> Scene:
+        """The scene a caption in the module's grammar describes."""
+        match = _CAPTION.fullmatch(caption)
+        if match is None:
+            raise BadInput(f"not a shapes-world caption: {caption!r}")
+        return cls(*match.groups())
+
     def caption(self) -> str:
         """The scene's one caption, in the module's grammar."""
         return f"a {self.colour1} {self.shape1} {self.relation} a {self.colour2} {self.shape2}"
+
+    def listing(self, subject_first: bool = True) -> str:
+        """The two objects without their relation, ``a red circle and a blue square``: what
+        web alt text tends to say. A dual encoder pretrained on listings has never been asked
+        where things are (colours stay bound to their shapes)."""
+        first, second = f"a {self.colour1} {self.shape1}", f"a {self.colour2} {self.shape2}"
+        return f"{first} and {second}" if subject_first else f"{second} and {first}"
 
     def twins(self) -> tuple[Scene, Scene, Scene]:
         """The hard negatives T1 (colours swapped), T2 (objects swapped), T3 (both)."""
@@ -140,6 +158,13 @@ class Scene:
         slots = [slot for slot, variants in by_slot.items() if variants]
         chosen = rng.permutation(len(slots))[:count]
         return [by_slot[slots[i]][int(rng.integers(len(by_slot[slots[i]])))] for i in chosen]
+
+
+def listings(captions: Sequence[str], seed: int) -> list[str]:
+    """Each caption's `Scene.listing`, its subject named first or second at random (seeded):
+    captions to pretrain a CLIP-like dual encoder that never learns relations."""
+    rng = np.random.default_rng(seed)
+    return [Scene.parse(c).listing(subject_first=bool(rng.integers(2))) for c in captions]
 
 
 def group_key(scene: Scene) -> str:

@@ -302,6 +302,8 @@ def _step_loss(
     # Identical captions are never negatives; group mates only when asked.
     exclude = (same | (same_group & (not options.itc_group_negatives))) & ~eye
     itc = _itc_loss(scale * image_n @ text_n.T, exclude)
+    if options.itm_weight == 0:  # a plain dual encoder (CLIP): the head is left as it is
+        return itc, float(itc.detach()), 0.0
 
     share = options.itm_tower_grad
     text_tokens = _scale_grad(text_tokens, share)
@@ -349,6 +351,7 @@ def train(
     *,
     model: str | None = None,
     lock_image: bool = False,
+    lock_text: bool = False,
     epochs: int = 10,
     seed: int = 0,
     batch_size: int = 128,
@@ -361,8 +364,8 @@ def train(
 
     `model`: None trains the tiny `photoseek-shapes` architecture from scratch, as does a bare
     architecture name; an open_clip ``NAME:TAG``, ``NAME:FILE`` or ``local-dir:DIR`` is
-    fine-tuned (`lock_image`
-    freezes its image tower, as in LiT). `groups`: one id per pair; pairs sharing an id are
+    fine-tuned: `lock_image` freezes its image tower (LiT), `lock_text` its text tower; both
+    train the head alone on the encoder as it is. `groups`: one id per pair; pairs sharing an id are
     batched together as each other's hard negatives. Same arguments and seed, same weights;
     rerunning into an `out_dir` holding an unfinished run of the same setup resumes it.
     """
@@ -381,6 +384,8 @@ def train(
     clip = clip.to(device).train()
     if lock_image:
         clip.lock_image_tower()
+    if lock_text:
+        clip.lock_text_tower()
     head = ItmHead(head_config_for(clip, **options.head)).to(device).train()
     preprocess = dict(clip.visual.preprocess_cfg)
     size = clip.visual.image_size[0]
@@ -419,6 +424,7 @@ def train(
     setup = {
         "model": model,
         "lock_image": lock_image,
+        "lock_text": lock_text,
         "epochs": epochs,
         "seed": seed,
         "batch_size": batch_size,

@@ -1,9 +1,12 @@
 """The offline demo: a shapes-world gallery, a tiny model trained here, and every query kind.
 
-Nothing is downloaded. `run_demo` generates the gallery, trains (or reuses, when already
-trained in the same folder) the tiny dual encoder + ITM head, indexes the gallery with the same
-pipeline as `photoseek index`, then runs text→image queries without and with rerank, an
-image→image query and an image→text query, and writes an HTML page of the results.
+Nothing is downloaded. `run_demo` generates the gallery and trains (or reuses, when already
+trained in the same folder) a tiny model the way photoseek meets a user's CLIP: a dual encoder
+pretrained on captions that only list the objects (``a red circle and a blue square``, as web
+alt text does), then the ITM head alone on its frozen towers with the full captions. It indexes
+the gallery with the same pipeline as `photoseek index`, runs text→image queries without and
+with rerank (the dual encoder cannot tell a scene from its twins; the head can), an image→image
+query and an image→text query, and writes an HTML page of the results.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 from indexer.evaluation import evaluate_pairs
 from indexer.pairs import PairRow, read_pairs
 from indexer.pipeline import IndexOptions, run_index
-from indexer.shapes_world import write_dataset
+from indexer.shapes_world import listings, write_dataset
 from search.describe import best_texts, text_vectors
 from search.engine import Engine, Hit
 from search.query import Term
@@ -25,7 +28,8 @@ from search.render import write_html
 
 TRAIN_GROUPS = 3000  # 12,000 training images: twin groups of 4
 TEST_GROUPS = 60  # 240 gallery images: 60 twin groups of 4
-EPOCHS = 6
+PRETRAIN_EPOCHS = 6  # the dual encoder, on listings
+EPOCHS = 6  # the head, on the frozen towers
 QUERIES = 3
 K = 5
 
@@ -36,12 +40,13 @@ class DemoSize:
 
     train_groups: int = TRAIN_GROUPS
     test_groups: int = TEST_GROUPS
+    pretrain_epochs: int = PRETRAIN_EPOCHS
     epochs: int = EPOCHS
 
     @property
     def tag(self) -> str:
         """Names the demo's data, model and index folders: another size never reuses them."""
-        return f"g{self.train_groups}-t{self.test_groups}-e{self.epochs}"
+        return f"g{self.train_groups}-t{self.test_groups}-p{self.pretrain_epochs}-e{self.epochs}"
 
 
 @dataclass
@@ -80,16 +85,7 @@ def run_demo(
     model = folder / f"model-{size.tag}"
     clock = time.perf_counter()
     if not (model / "itm_head.json").exists():
-        from indexer.training import train
-
-        say(
-            f"training the tiny dual encoder + ITM head ({4 * size.train_groups} images, "
-            f"{size.epochs} epochs)"
-        )
-        rows = read_pairs(data / "train.jsonl")
-        train([(str(r.image), r.caption, r.negatives) for r in rows], model,
-              epochs=size.epochs, batch_size=128, groups=[r.group for r in rows],
-              progress=train_progress)  # fmt: skip
+        _train(data, folder / f"pretrained-{size.tag}", model, size, say, train_progress)
         report.trained_now = True
     else:
         say(f"reusing the model trained earlier in {model}")
@@ -117,6 +113,33 @@ def run_demo(
     report.seconds["queries"] = time.perf_counter() - clock
     _write_page(report)
     return report
+
+
+def _train(
+    data: Path,
+    pretrained: Path,
+    model: Path,
+    size: DemoSize,
+    say: Callable[[str], None],
+    progress: Callable | None,
+) -> None:
+    from indexer.training import TrainOptions, train
+
+    rows = read_pairs(data / "train.jsonl")
+    images = [str(r.image) for r in rows]
+    if not (pretrained / "itm_head.json").exists():
+        say(
+            f"pretraining a tiny CLIP-like dual encoder on {len(rows)} images captioned by "
+            f"listings, no relations ({size.pretrain_epochs} epochs)"
+        )
+        texts = listings([r.caption for r in rows], seed=0)
+        train(list(zip(images, texts, strict=True)), pretrained, epochs=size.pretrain_epochs,
+              batch_size=128, options=TrainOptions(itm_weight=0.0), progress=progress)  # fmt: skip
+    say(f"training the ITM head on its frozen towers with the full captions ({size.epochs} epochs)")
+    train([(image, r.caption, r.negatives) for image, r in zip(images, rows, strict=True)], model,
+          model=f"local-dir:{pretrained}", lock_image=True, lock_text=True, epochs=size.epochs,
+          batch_size=128, groups=[r.group for r in rows],
+          options=TrainOptions(twin_listwise=1.0), progress=progress)  # fmt: skip
 
 
 def _text_queries(engine: Engine, tests: list[PairRow], report: DemoReport) -> None:

@@ -7,7 +7,7 @@ from search.demo import DemoSize, run_demo
 
 def test_small_demo_runs_every_query_kind(tmp_path):
     said: list[str] = []
-    size = DemoSize(train_groups=24, test_groups=4, epochs=1)
+    size = DemoSize(train_groups=24, test_groups=4, pretrain_epochs=1, epochs=1)
     report = run_demo(tmp_path / "demo", said.append, size=size)
     assert report.trained_now and report.page.exists()
     assert len(report.text_queries) == 3

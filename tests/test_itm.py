@@ -171,6 +171,50 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path: Path, data) 
         assert (tmp_path / "whole" / name).read_bytes() == (tmp_path / "split" / name).read_bytes()
 
 
+@pytest.mark.parametrize(("lock_image", "lock_text"), [(True, False), (True, True)])
+def test_locked_towers_keep_their_weights(
+    tmp_path: Path, trained_dir: Path, data, lock_image: bool, lock_text: bool
+) -> None:
+    from safetensors.torch import load_file
+
+    pairs, groups = data
+    out = tmp_path / "tuned"
+    train(
+        pairs[:64],
+        out,
+        model=f"local-dir:{trained_dir}",
+        lock_image=lock_image,
+        lock_text=lock_text,
+        epochs=1,
+        batch_size=16,
+        groups=groups[:64],
+        options=TrainOptions(warmup_steps=2, head=OPTIONS.head),
+    )
+    before = load_file(trained_dir / "open_clip_model.safetensors")
+    after = load_file(out / "open_clip_model.safetensors")
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    visual = {name for name in before if name.startswith("visual.")}
+    text = set(before) - visual - {"logit_scale"}
+    assert bool(changed & visual) == (not lock_image)
+    assert bool(changed & text) == (not lock_text)
+
+
+def test_itm_weight_zero_trains_a_plain_dual_encoder(tmp_path: Path, data) -> None:
+    pairs, _ = data
+    reports: list[TrainProgress] = []
+    train(
+        [(p[0], p[1]) for p in pairs[:128]],
+        tmp_path / "plain",
+        model=TINY,
+        epochs=3,
+        batch_size=32,
+        options=TrainOptions(lr=2e-3, warmup_steps=2, itm_weight=0.0, head=OPTIONS.head),
+        progress=reports.append,
+    )
+    assert all(r.itm_loss == 0.0 for r in reports)
+    assert reports[-1].itc_loss < reports[0].itc_loss
+
+
 def test_head_refuses_an_encoder_it_was_not_trained_with(trained_dir: Path) -> None:
     import open_clip
 

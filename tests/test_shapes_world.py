@@ -21,6 +21,7 @@ from indexer.shapes_world import (
     group_key,
     held_out,
     held_out_groups,
+    listings,
     read_test,
     read_train,
     render,
@@ -58,6 +59,31 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_caption_follows_grammar() -> None:
     scene = Scene("red", "circle", "left of", "blue", "square")
     assert scene.caption() == "a red circle left of a blue square"
+
+
+def test_captions_parse_back_to_their_scene() -> None:
+    for scene in SCENES:
+        assert Scene.parse(scene.caption()) == scene
+    for caption in ("a red circle right of a blue square", "a red circle left of a red square"):
+        with pytest.raises(BadInput):
+            Scene.parse(caption)
+
+
+def test_listings_name_both_objects_and_no_relation() -> None:
+    scene = Scene("red", "circle", "above", "blue", "square")
+    assert scene.listing() == "a red circle and a blue square"
+    assert scene.listing(subject_first=False) == "a blue square and a red circle"
+    # Objects swapped: the same listing, which is what a listing-trained encoder cannot tell.
+    assert scene.twins()[1].listing(subject_first=False) == scene.listing()
+    scenes = SCENES[:200]
+    listed = listings([s.caption() for s in scenes], seed=3)
+    assert listed == listings([s.caption() for s in scenes], seed=3)
+    subject_first = 0
+    for scene, text in zip(scenes, listed, strict=True):
+        first, second = f"a {scene.colour1} {scene.shape1}", f"a {scene.colour2} {scene.shape2}"
+        assert text in (f"{first} and {second}", f"{second} and {first}")
+        subject_first += text.startswith(first)
+    assert 60 < subject_first < 140
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import typer
 
 from search.cli.output import display_path
 from search.cli.progress import ProgressBar
+from search.cli.train_cmds import describe_training
 
 
 def register(app: typer.Typer) -> None:
@@ -33,10 +34,7 @@ def demo(
     def say(text: str) -> None:
         typer.echo(text, err=True)
 
-    def describe(event) -> tuple[int, int, str]:  # noqa: ANN001 - training.TrainProgress
-        return event.step, event.steps, f"itc {event.itc_loss:.2f} itm {event.itm_loss:.2f}"
-
-    with ProgressBar("training", describe, sys.stderr.isatty(), unit="img") as progress:
+    with ProgressBar("training", describe_training, sys.stderr.isatty()) as progress:
         report = run_demo(folder, say, progress)
     for caption, plain, reranked, truth in report.text_queries:
         typer.echo(

@@ -38,6 +38,9 @@ def train(
     seed: Annotated[int, typer.Option(help="Same seed and data, same weights")] = 0,
     batch_size: Annotated[int, typer.Option(help="Pairs per step")] = 128,
     lock_image: Annotated[bool, typer.Option(help="Freeze the image tower (LiT)")] = False,
+    lock_text: Annotated[
+        bool, typer.Option(help="Freeze the text tower (with --lock-image: train the head alone)")
+    ] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Train the dual encoder and its ITM rerank head; OUT then works as --model OUT."""
@@ -46,13 +49,14 @@ def train(
 
     rows = read_pairs(pairs)
     groups = [r.group for r in rows]
-    bar = ProgressBar("training", _describe, enabled=not json_out and sys.stderr.isatty())
+    bar = ProgressBar("training", describe_training, enabled=not json_out and sys.stderr.isatty())
     with bar as progress:
         result = run_training(
             [(str(r.image), r.caption, r.negatives) for r in rows],
             out,
             model=model,
             lock_image=lock_image,
+            lock_text=lock_text,
             epochs=epochs,
             seed=seed,
             batch_size=batch_size,
@@ -96,7 +100,7 @@ def evaluate(
         typer.echo(row + (f"  {twin[name]:.3f}" if twin else ""))
 
 
-def _describe(event) -> tuple[int, int, str]:  # noqa: ANN001 - training.TrainProgress
+def describe_training(event) -> tuple[int, int, str]:  # noqa: ANN001 - training.TrainProgress
     info = (f"epoch {event.epoch + 1}  itc {event.itc_loss:.3f}  itm {event.itm_loss:.3f}  "
             f"{event.images_per_s:.0f} img/s")  # fmt: skip
     return event.step, event.steps, info
