@@ -72,7 +72,7 @@ class TrainOptions:
     lr: float = 1e-3
     weight_decay: float = 0.1
     warmup_steps: int = 100
-    itm_weight: float = 1.0
+    itm_weight: float = 1.0  # 0: ITC alone, a plain dual encoder (the head stays untrained)
     # Listwise ITM: each caption's softmax over its group's images (and each image's over the
     # group's captions), added to the BCE with this weight; it trains what twin accuracy reads.
     twin_listwise: float = 0.0
@@ -197,8 +197,9 @@ def _split_held_out(
 # ---------------------------------------------------------------- model
 
 
-def _create_model(model: str | None, seed: int, options: TrainOptions):
-    """The open_clip model to train, its config dict and its tokenizer."""
+def _create_model(model: str | None, seed: int, options: TrainOptions, locked: bool):
+    """The open_clip model to train, its config dict and its tokenizer. `locked`: a tower is
+    to stay frozen, which only makes sense for pretrained weights."""
     import open_clip
 
     from indexer.model_loading import ModelSpec, load_model, register_configs
@@ -206,6 +207,10 @@ def _create_model(model: str | None, seed: int, options: TrainOptions):
     register_configs()
     torch.manual_seed(seed)
     if model is None or model in open_clip.list_models():
+        if locked:
+            raise BadInput(
+                "locking a tower freezes pretrained weights: give the encoder with --model"
+            )
         name = model or DEFAULT_ARCHITECTURE
         clip = open_clip.create_model(name)
         with torch.no_grad():
@@ -377,10 +382,9 @@ def train(
     if groups is not None and len(groups) != len(pairs):
         raise BadInput(f"{len(groups)} group ids for {len(pairs)} pairs")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    clip, model_cfg, tokenizer = _create_model(model, seed, options, lock_image or lock_text)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-
-    clip, model_cfg, tokenizer = _create_model(model, seed, options)
     clip = clip.to(device).train()
     if lock_image:
         clip.lock_image_tower()

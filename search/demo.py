@@ -143,13 +143,18 @@ def _train(
 
 
 def _text_queries(engine: Engine, tests: list[PairRow], report: DemoReport) -> None:
-    """Captions of a few gallery images: ITC top-k, then the same reranked by the ITM head."""
-    chosen = tests[:: max(1, len(tests) // QUERIES)][:QUERIES]
-    for row in chosen:
-        terms = [Term(text=row.caption)]
-        plain = engine.search(terms, k=K)
-        reranked = engine.search(terms, k=K, rerank_k=32)
-        report.text_queries.append((row.caption, plain, reranked, os.fsencode(row.image)))
+    """A few captions, ITC top-k and the same reranked by the ITM head: first those whose twin
+    the dual encoder ranks above the right image (the confusion the head is for), taken in
+    gallery order, never by how the rerank does on them."""
+    group_of = {os.fsencode(r.image): r.group for r in tests}
+    twin_first, others = [], []
+    for row in tests[:: max(1, len(tests) // (4 * QUERIES))]:
+        truth, plain = os.fsencode(row.image), engine.search([Term(text=row.caption)], k=K)
+        confused = plain[0].path != truth and group_of.get(plain[0].path) == row.group
+        (twin_first if confused else others).append((row, truth, plain))
+    for row, truth, plain in (twin_first + others)[:QUERIES]:
+        reranked = engine.search([Term(text=row.caption)], k=K, rerank_k=32)
+        report.text_queries.append((row.caption, plain, reranked, truth))
 
 
 def _image_and_text_queries(engine: Engine, tests: list[PairRow], report: DemoReport) -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from indexer import shapes_world as sw
-from indexer.errors import ModelMismatch
+from indexer.errors import BadInput, ModelMismatch
 from indexer.itm_head import ItmConfig, ItmHead, compact_token_bytes, head_config_for
 from indexer.training import (
     STATE_FILE,
@@ -197,6 +197,13 @@ def test_locked_towers_keep_their_weights(
     text = set(before) - visual - {"logit_scale"}
     assert bool(changed & visual) == (not lock_image)
     assert bool(changed & text) == (not lock_text)
+
+
+def test_locking_a_tower_needs_a_pretrained_encoder(tmp_path: Path, data) -> None:
+    pairs, _ = data
+    with pytest.raises(BadInput, match="pretrained"):
+        train(pairs[:8], tmp_path / "out", model=TINY, lock_text=True, epochs=1, batch_size=4)
+    assert not (tmp_path / "out").exists()
 
 
 def test_itm_weight_zero_trains_a_plain_dual_encoder(tmp_path: Path, data) -> None:
