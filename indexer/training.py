@@ -597,7 +597,8 @@ def _write_outputs(
 
 @dataclass
 class EncodedImages:
-    """A gallery as the index holds it: normalised ITC embeddings and stored head tokens."""
+    """A gallery as the index holds it: normalised ITC embeddings and stored head tokens, on
+    the CPU (rankings are computed there; `itm_logits` moves what the head reads)."""
 
     embeddings: torch.Tensor  # [N, E] float32
     tokens: torch.Tensor  # [N, P', d] float16
@@ -605,7 +606,7 @@ class EncodedImages:
 
 @dataclass
 class EncodedTexts:
-    """Captions or queries: normalised ITC embeddings and the head's token inputs."""
+    """Captions or queries: normalised ITC embeddings and the head's token inputs (on the CPU)."""
 
     embeddings: torch.Tensor  # [Q, E] float32
     tokens: torch.Tensor  # [Q, T, Dt]
@@ -627,8 +628,8 @@ def encode_images(
         ):
             emb, patches = image_features_and_tokens(trained.model, x)
             stored = trained.head.compact_image_tokens(patches, emb)
-        embs.append(F.normalize(emb.float(), dim=-1))
-        toks.append(stored.to(torch.float16))
+        embs.append(F.normalize(emb.float(), dim=-1).cpu())
+        toks.append(stored.to(torch.float16).cpu())
     return EncodedImages(torch.cat(embs), torch.cat(toks))
 
 
@@ -646,9 +647,9 @@ def encode_texts(
             enabled=autocast is not None,
         ):
             emb, tokens, mask = text_features_and_tokens(trained.model, ids)
-        embs.append(F.normalize(emb.float(), dim=-1))
-        toks.append(tokens.float())
-        masks.append(mask)
+        embs.append(F.normalize(emb.float(), dim=-1).cpu())
+        toks.append(tokens.float().cpu())
+        masks.append(mask.cpu())
     length = max(t.shape[1] for t in toks)
     toks = [F.pad(t, (0, 0, 0, length - t.shape[1])) for t in toks]
     masks = [F.pad(m, (0, length - m.shape[1]), value=False) for m in masks]
