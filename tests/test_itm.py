@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -203,6 +205,22 @@ def test_locking_a_tower_needs_a_pretrained_encoder(tmp_path: Path, data) -> Non
     pairs, _ = data
     with pytest.raises(BadInput, match="pretrained"):
         train(pairs[:8], tmp_path / "out", model=TINY, lock_text=True, epochs=1, batch_size=4)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_refuses_to_lock_the_towers_of_an_untrained_encoder(tmp_path: Path, data) -> None:
+    pairs, _ = data
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("image,caption\n" + "".join(f"{p[0]},{p[1]}\n" for p in pairs[:4]))
+    args = ["train", "--pairs", str(csv), "--out", str(tmp_path / "out"), "--lock-text"]
+    done = subprocess.run(
+        [sys.executable, "-c", "from search.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("photoseek: error: locking a tower freezes pretrained weights")
     assert not (tmp_path / "out").exists()
 
 
