@@ -9,7 +9,9 @@ a negative caption and image drawn uniformly from the batch (without these easy 
 trained from scratch sits at chance: the hard ones soon differ only in composition); and one of
 the pair's own negative captions when the data gives some (caption edits). Pairs that
 share a `groups` id (e.g. twin renderings of one layout) are put in the same batch, so each is
-the others' hardest negative for both losses.
+the others' hardest negative for both losses. With both towers of a pretrained encoder locked
+(`lock_image`, `lock_text`), the head alone learns on the encoder as it is (ITC then only moves
+the logit scale); with `itm_weight` 0, a plain dual encoder trains and the head stays untouched.
 
 Search scores a candidate with the fused score
 
