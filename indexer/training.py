@@ -1,7 +1,7 @@
 """Train a dual encoder and its ITM rerank head together (ALBEF-style), and evaluate both.
 
 `train` optimises one loss, ITC + `itm_weight` * ITM, with gradients flowing from the head into
-both towers: the contrastive loss (open_clip's `ClipLoss`) shapes the embeddings the index
+both towers: the contrastive loss (CLIP's symmetric one) shapes the embeddings the index
 searches, and the matching loss teaches the patch tokens where each thing is. ITM sees, for each
 pair in a batch: the positive; a negative caption and a negative image sampled in proportion to
 their ITC similarity (ALBEF's in-batch hard negatives, never a pair with an identical caption);
