@@ -298,8 +298,11 @@ def _step_loss(
     """ITC + ITM loss for one batch. `edits` are one negative caption per pair (ids);
     `group_ids` (one per pair) are needed for the listwise twin term."""
     b = images.shape[0]
+    itm_on = options.itm_weight != 0  # off: a plain dual encoder (CLIP), the head left as it is
     image_emb, patches = image_features_and_tokens(model, images)
-    text_emb, text_tokens, text_mask = text_features_and_tokens(model, torch.cat([texts, edits]))
+    text_emb, text_tokens, text_mask = text_features_and_tokens(
+        model, torch.cat([texts, edits]) if itm_on else texts
+    )
     image_n = F.normalize(image_emb.float(), dim=-1)
     text_n = F.normalize(text_emb[:b].float(), dim=-1)
     scale = model.logit_scale.exp()
@@ -309,7 +312,7 @@ def _step_loss(
     # Identical captions are never negatives; group mates only when asked.
     exclude = (same | (same_group & (not options.itc_group_negatives))) & ~eye
     itc = _itc_loss(scale * image_n @ text_n.T, exclude)
-    if options.itm_weight == 0:  # a plain dual encoder (CLIP): the head is left as it is
+    if not itm_on:
         return itc, float(itc.detach()), 0.0
 
     share = options.itm_tower_grad
