@@ -1,9 +1,10 @@
 """Decode image bytes into model-ready RGB pixels plus the metadata the catalog keeps.
 
 Fast path: JPEGs are decoded at reduced size (DCT scaling via Pillow's draft mode) close to the
-model's input, since full decoding of a 4-15 MP photo dominates indexing on a small CPU. Large
-WebPs and 8-bit RGB(A) PNGs go through libvips: WebP scaled by libwebp while decoding, PNG
-streamed and box-shrunk a strip at a time; Pillow can only decode them whole.
+model's input, since full decoding of a 4-15 MP photo dominates indexing on a small CPU; at 1/8
+scale a progressive JPEG skips the scans that scale does not read. Large WebPs and 8-bit RGB(A)
+PNGs go through libvips: WebP scaled by libwebp while decoding, PNG streamed and box-shrunk a
+strip at a time; Pillow can only decode them whole.
 Every failure becomes `UnreadableImage` with a short reason; nothing else escapes.
 """
 
@@ -21,6 +22,7 @@ from PIL import Image, ImageOps
 
 from indexer.discovery import RAW_EXTENSIONS
 from indexer.errors import UnreadableImage
+from indexer.jpeg_scans import eighth_scale_scans
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +127,7 @@ def _open(data: bytes, draft_to: int | None) -> tuple[Image.Image, tuple[int, in
                 f"decompression bomb refused: {width}x{height} pixels exceeds {MAX_PIXELS}"
             )
         if draft_to and image.format == "JPEG":
-            image.draft("RGB", (draft_to, draft_to))
+            image = _jpeg_draft(image, data, draft_to)
         factor = min(width, height) // (3 * draft_to) if draft_to else 0
         if factor >= 2 and (image.format, image.mode) in _VIPS_SCALED:
             scaled = _vips_scaled(data, image.format, factor, image.info)
@@ -137,6 +139,21 @@ def _open(data: bytes, draft_to: int | None) -> tuple[Image.Image, tuple[int, in
     except _DECODE_ERRORS as e:
         raise UnreadableImage(_reason(e)) from None
     return image, (width, height)
+
+
+def _jpeg_draft(image: Image.Image, data: bytes, draft_to: int) -> Image.Image:
+    """The JPEG set to decode at the smallest DCT scale still >= draft_to; at 1/8 scale, a
+    progressive one reads only the scans that scale needs (`jpeg_scans`: same pixels)."""
+    width, height = image.size
+    image.draft("RGB", (draft_to, draft_to))
+    if image.size != (-(-width // 8), -(-height // 8)):
+        return image
+    fewer = eighth_scale_scans(data)
+    if fewer is None:
+        return image
+    cut = Image.open(io.BytesIO(fewer))
+    cut.draft("RGB", (draft_to, draft_to))
+    return cut
 
 
 def _vips_scaled(data: bytes, fmt: str, factor: int, info: dict) -> Image.Image | None:
