@@ -16,7 +16,9 @@ Ratios and CPU seconds are the numbers that survive a busy neighbour; wall times
 
 Measured (printed, and written to bench/out/index_bench.json):
   1. fresh index of the photos, each run a new process and an empty index, peers alternating;
-  2. decode-only and model-only throughput, and the bf16 matmul ceiling for the model;
+  2. decode-only and model-only throughput, and the bf16 matmul ceiling for the model; from
+     these, upper bounds on what any indexer could reach on this folder and machine, against
+     the 5x target;
   3. re-indexing an unchanged 10,000-image collection (target: <= 2 s wall);
   4. when photoseek is below 5x rclip's images/s, a serial stage breakdown in a fresh process
      (and, with --py-spy, a sampled profile of one real run, summarised per thread).
@@ -883,6 +885,25 @@ def code_fingerprint() -> str:
     return digest.hexdigest()
 
 
+def target_bound(result: dict) -> dict:
+    """What the 5x target asks against what this machine can give on this folder, from this run.
+
+    Two upper bounds on any indexer's images/s, both generous: decoding alone on every core (as
+    if embedding and start-up were free), and all CPU work shared perfectly over the cores with
+    no start-up at all: one-thread decode time plus the image tower at the bf16 matmul ceiling.
+    """
+    fresh, decode, model = result["fresh_index"], result["decode"], result["model"]
+    photos, cores = fresh["photos"], result["environment"]["cpus"]
+    target = 5 * fresh["rclip"]["images_per_s"]
+    decode_cpu_s = photos / decode["photoseek_decode_1_thread"]["images_per_s"]
+    model_cpu_s = photos / model["bf16_matmul"]["ceiling_images_per_s"] * model["torch_threads"]
+    return {
+        "target_images_per_s": target,
+        "decode_alone_all_cores_images_per_s": decode["photoseek_decode_2_threads"]["images_per_s"],
+        "decode_plus_model_at_ceiling_images_per_s": photos * cores / (decode_cpu_s + model_cpu_s),
+    }
+
+
 def markdown(result: dict) -> str:
     env, fresh = result["environment"], result["fresh_index"]
     ours, theirs = fresh["photoseek"], fresh["rclip"]
@@ -937,6 +958,23 @@ def markdown(result: dict) -> str:
             f"{100 * model['bf16_fraction_of_matmul_ceiling']:.0f}% of that ceiling "
             f"({100 * model['bf16_fraction_of_layer_gemm_ceiling']:.0f}% of its own GEMMs' "
             f"{mm['bf16_layer_gemms_gflop_per_s']:.0f} GFLOP/s) | |",
+        ]
+    bound = result.get("target_bound")
+    if bound:
+        rclip = theirs["images_per_s"]
+        lines += [
+            "",
+            "| The 5x target against this machine's bounds | images/s | x rclip |",
+            "|---|---:|---:|",
+            f"| 5x rclip | {bound['target_images_per_s']:.1f} | 5.00x |",
+            f"| bound: decoding alone on all {env['cpus']} cores (embedding and start-up free) "
+            f"| {bound['decode_alone_all_cores_images_per_s']:.1f} "
+            f"| {bound['decode_alone_all_cores_images_per_s'] / rclip:.2f}x |",
+            "| bound: decode + image tower at the bf16 matmul ceiling, perfectly shared over the "
+            f"cores, no start-up | {bound['decode_plus_model_at_ceiling_images_per_s']:.1f} "
+            f"| {bound['decode_plus_model_at_ceiling_images_per_s'] / rclip:.2f}x |",
+            f"| photoseek, measured | {ours['images_per_s']:.1f} "
+            f"| {fresh['ratio_images_per_s_photoseek_over_rclip']:.2f}x |",
         ]
     gate = env.get("quiet_gate")
     if gate and gate["max_wait_s"] > 0:
@@ -1023,6 +1061,7 @@ def main(argv: list[str]) -> dict:
     result["decode"] = bench_decode(photos, args.runs, gate)
     _say("\n2b. model only")
     result["model"] = bench_model(args.runs, gate)
+    result["target_bound"] = target_bound(result)
     if not args.quick:
         _say(f"\n3. re-index of an unchanged {REINDEX_COUNT:,}-image collection")
         result["reindex"] = bench_reindex(paths, args.runs, gate)
