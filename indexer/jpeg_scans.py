@@ -1,12 +1,12 @@
 """Cut a progressive JPEG down to the scans that decoding it at 1/8 scale reads, pixel for pixel.
 
 At 1/8 scale libjpeg-turbo turns each 8x8 block of a full-resolution component into one pixel
-from the block's DC coefficient alone, yet it entropy-decodes every AC scan first: most of the
-bytes of a large progressive photo, for nothing. Without those scans the 1/8-scale decode of a
-4-16 MP progressive JPEG is 1.5-2.7x faster here, and its pixels are the same. Two kinds of scan
-stay: every DC scan, and each component's first AC band (Ss=1, Ah=0), because with no AC data at
-all libjpeg-turbo's block smoothing re-estimates the DC values themselves. Subsampled components
-(chroma in 4:2:0 or 4:2:2) are decoded at 2x2 or larger, so they keep all their scans.
+from the block's DC coefficient alone, yet it entropy-decodes every AC scan first: often most of
+the bytes of a large progressive photo, for nothing. Without those scans the 1/8-scale decode
+does far less work and gives the same pixels. Two kinds of scan stay: every DC scan, and each
+component's first AC band (Ss=1, Ah=0), because with no AC data at all libjpeg-turbo's block
+smoothing re-estimates the DC values themselves. Subsampled components (chroma in 4:2:0 or
+4:2:2) are decoded at 2x2 or larger, so they keep all their scans.
 """
 
 from __future__ import annotations
