@@ -323,7 +323,7 @@ def ensure_checkpoint(path: Path, arch: str) -> None:
     import open_clip
     import torch
 
-    from indexer.model_loading import register_configs
+    from indexer.models.loading import register_configs
 
     register_configs()
     torch.manual_seed(0)
@@ -484,7 +484,7 @@ def _side(runs: list[Run], n: int) -> dict:
 def bench_decode(photos: list[Path], runs: int, gate: QuietGate) -> dict:
     from PIL import Image
 
-    from indexer import decode as decoding
+    from indexer.media import decode as decoding
 
     files = [(p.read_bytes(), p.suffix.lower().lstrip("."), p.suffix.lower()) for p in photos]
     per_format: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -739,9 +739,9 @@ def _stage_child(photo_dir: str, checkpoint: str) -> None:
     import open_clip  # noqa: F401 - timed: the import is the stage
 
     lap("import open_clip (pulls in torchvision, timm, torch._dynamo)")
-    from indexer import decode as decoding
-    from indexer.embedder import ImageEmbedder
-    from indexer.model_loading import ModelSpec, load_model
+    from indexer.media import decode as decoding
+    from indexer.models.embedder import ImageEmbedder
+    from indexer.models.loading import ModelSpec, load_model
 
     lap("import photoseek indexer")
     loaded = load_model(ModelSpec.parse(f"{ARCH}:{checkpoint}"), "auto", towers="image")

@@ -53,8 +53,8 @@ RECALL_TARGET = 0.95
 
 def build_cold_index(paths: Paths, size: int) -> Path:
     """The 62 photos indexed for real, padded with synthetic rows to `size` images."""
-    from indexer.catalog import Catalog, NewImage
-    from indexer.vector_store import VectorStore, sync
+    from indexer.store.catalog import Catalog, NewImage
+    from indexer.store.vector_store import VectorStore, sync
 
     index = paths.cache / f"query-{size}" / "index"
     done = index / "bench.complete"
@@ -127,7 +127,7 @@ def warm_store(size: int, queries: int = 300) -> dict:
     """p50/p95 of store search + catalog-free id lookup, and recall@10 vs exact search."""
     import faiss
 
-    from indexer.vector_store import VectorStore, choose_index
+    from indexer.store.vector_store import VectorStore, choose_index
 
     data = clustered(size, DIM, seed=2)
     ids = np.arange(1, size + 1, dtype=np.int64)
@@ -187,10 +187,10 @@ def warm_engine(index: Path, queries: int = 100) -> dict:
 def warm_rerank(paths: Paths, queries: int = 40) -> dict:
     """Latency of `search --rerank-k 32` through the library, on a shapes-world gallery with a
     briefly trained tiny model (quality is not measured here: bench/shapes_recipe.py does)."""
-    from indexer.pairs import read_pairs
+    from indexer.datasets.shapes_world import write_dataset
     from indexer.pipeline import IndexOptions, run_index
-    from indexer.shapes_world import write_dataset
-    from indexer.training import train
+    from indexer.training.loop import train
+    from indexer.training.pairs import read_pairs
     from search.engine import Engine
     from search.query import Term
 
@@ -236,9 +236,9 @@ def recompute_tokens_ms(model: str, files: list[Path], runs: int = 5) -> float:
 
     import torch
 
-    from indexer.decode import decode
-    from indexer.itm_head import image_features_and_tokens
-    from indexer.model_loading import ModelSpec, load_model
+    from indexer.media.decode import decode
+    from indexer.models.itm_head import image_features_and_tokens
+    from indexer.models.loading import ModelSpec, load_model
 
     loaded = load_model(ModelSpec.parse(model), "auto", "cpu", towers="image")
     mean = torch.tensor(loaded.mean).view(1, 3, 1, 1) * 255

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import torch
 
-from indexer import shapes_world as sw
-from indexer.training import TrainOptions, TrainProgress, evaluate, load_trained, train
+from indexer.datasets import shapes_world as sw
+from indexer.training.loop import TrainOptions, TrainProgress, evaluate, load_trained, train
 
 OUT = Path(__file__).resolve().parent / "out"
 

@@ -21,21 +21,21 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer import decode as decoding
-from indexer import vector_store
-from indexer.catalog import ERROR, Catalog, ImageRow, NewImage
-from indexer.discovery import FoundFile, WalkOptions, extension, walk_all
-from indexer.embedder import ImageEmbedder
 from indexer.errors import BadInput, UnreadableImage, WeightsUnavailable
-from indexer.index_dir import ModelRecord, check_model, model_record, writer_lock
-from indexer.model_loading import (
+from indexer.media import decode as decoding
+from indexer.media.discovery import FoundFile, WalkOptions, extension, walk_all
+from indexer.models.embedder import ImageEmbedder
+from indexer.models.loading import (
     DEFAULT_MODEL,
     PRECISIONS,
     LoadedModel,
     ModelSpec,
     load_model,
 )
-from indexer.towers import install_towers
+from indexer.store import vector_store
+from indexer.store.catalog import ERROR, Catalog, ImageRow, NewImage
+from indexer.store.index_dir import ModelRecord, check_model, model_record, writer_lock
+from indexer.towers.install import install_towers
 
 log = logging.getLogger(__name__)
 

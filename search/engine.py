@@ -9,43 +9,30 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from indexer import decode as decoding
-from indexer.catalog import Catalog, ImageRow
-from indexer.discovery import extension
 from indexer.errors import BadInput, IndexNotFound, UnreadableImage
-from indexer.index_dir import ModelRecord, model_record, open_existing
 from indexer.locations import TOWERS_DIR
-from indexer.vector_store import VectorStore, sync
+from indexer.media import decode as decoding
+from indexer.media.discovery import extension
+from indexer.store.catalog import Catalog, ImageRow
+from indexer.store.index_dir import ModelRecord, model_record, open_existing
+from indexer.store.vector_store import VectorStore, sync
 from search.filters import Filters
+from search.hits import Hit
 from search.query import Term, combine
 
 if TYPE_CHECKING:
-    from search.onnx_towers import HeadScorer, ImageEncoder, TextEncoder
-    from search.rerank import Reranker
+    from search.encoders.towers import HeadScorer, ImageEncoder, TextEncoder
+    from search.rerank.head import Reranker
 
 log = logging.getLogger(__name__)
 
 # (queries [n, d], k, allowed ids or None) -> (scores [n, k], ids [n, k]); ids -1 when missing
 Knn = Callable[[np.ndarray, int, np.ndarray | None], tuple[np.ndarray, np.ndarray]]
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One search result."""
-
-    id: int
-    path: bytes
-    score: float
-    width: int | None
-    height: int | None
-    taken_at: str | None
-    extra: dict[str, float] = field(default_factory=dict)  # rerank fields, when reranked
 
 
 class Engine:
@@ -110,14 +97,14 @@ class Engine:
 
     def _text_encoder(self) -> TextEncoder:
         if self._text is None:
-            from search.onnx_towers import TextEncoder
+            from search.encoders.towers import TextEncoder
 
             self._text = TextEncoder(self._towers())
         return self._text
 
     def encode_images(self, paths: list[bytes]) -> np.ndarray:
         if self._image is None:
-            from search.onnx_towers import ImageEncoder
+            from search.encoders.towers import ImageEncoder
 
             self._image = ImageEncoder(self._towers())
         pixels = []
@@ -170,8 +157,8 @@ class Engine:
         if len(terms) != 1 or terms[0].text is None:
             raise BadInput("--rerank scores one text query against images: no arithmetic")
         if self.reranker is None:
-            from search.onnx_towers import HeadScorer
-            from search.rerank import Reranker
+            from search.encoders.towers import HeadScorer
+            from search.rerank.head import Reranker
 
             head = self._head or HeadScorer(self._towers())
             self.reranker = Reranker(self._text_encoder(), head)

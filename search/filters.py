@@ -15,8 +15,8 @@ from datetime import datetime
 import numpy as np
 from sqlalchemy import and_, func, select
 
-from indexer.catalog import OK, Catalog, images
 from indexer.errors import BadInput
+from indexer.store.catalog import OK, Catalog, images
 
 
 @dataclass(frozen=True)

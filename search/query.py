@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from indexer.discovery import EXTENSIONS, extension
 from indexer.errors import BadInput
+from indexer.media.discovery import EXTENSIONS, extension
 
 _WEIGHT = re.compile(r"^(\d+(?:\.\d*)?|\.\d+):(.+)$", re.DOTALL)
 

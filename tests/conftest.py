@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-TINY = "photoseek-tiny"
+from helpers import TINY, write_image
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +31,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
     import open_clip
     import torch
 
-    from indexer.model_loading import register_configs
+    from indexer.models.loading import register_configs
 
     register_configs()
     torch.manual_seed(0)
@@ -43,13 +39,6 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("model") / "tiny.pt"
     torch.save(model.state_dict(), path)
     return f"{TINY}:{path}"
-
-
-def write_image(path: Path | bytes, seed: int, size: tuple[int, int] = (96, 72), **save) -> None:
-    """A random-noise picture (distinct per seed), in the format the extension names."""
-    rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path, **save)
 
 
 @pytest.fixture
@@ -64,21 +53,3 @@ def photos(tmp_path: Path) -> Path:
     (root / "trip 2024" / "notes.jpg").write_text("not a picture")
     (root / "copy of img0.jpg").write_bytes((root / "img0.jpg").read_bytes())
     return root
-
-
-def assert_runs_without_torch(script: str) -> None:
-    """Run `script` in a fresh interpreter at the repository root; it must succeed and must
-    not have imported torch or open_clip by its end."""
-    check = (
-        "\nimport sys as _sys\n"
-        "_heavy = [m for m in _sys.modules if m.split('.')[0] in ('torch', 'open_clip')]\n"
-        "assert not _heavy, _heavy\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script + check],
-        cwd=Path(__file__).resolve().parents[1],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr

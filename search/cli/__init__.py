@@ -27,7 +27,7 @@ demo_cmds.register(app)
 def main() -> None:
     """Console entry point: library errors become one line on stderr and exit code 2."""
     from indexer.errors import PhotoseekError
-    from indexer.model_loading import QuietRandomInit
+    from indexer.models.loading import QuietRandomInit
 
     logging.basicConfig(format="photoseek: %(levelname)s: %(message)s", level=logging.WARNING)
     for handler in logging.getLogger().handlers:

@@ -27,7 +27,7 @@ def demo(
     """Offline demo on a generated gallery: text→image with and without rerank, image→image,
     image→text, and an HTML page of it all."""
     from indexer.locations import cache_dir
-    from search.demo import run_demo
+    from search.demo.run import run_demo
 
     folder = out or cache_dir() / "demo"
 

@@ -52,8 +52,8 @@ def index(
     """Embed every image under PATHS; re-runs touch only what changed."""
     import os
 
-    from indexer.discovery import WalkOptions
     from indexer.locations import index_dir as resolve_index
+    from indexer.media.discovery import WalkOptions
     from indexer.pipeline import IndexOptions, run_index
 
     options = IndexOptions(
@@ -104,7 +104,7 @@ def index(
 def status(index_dir: IndexOpt = None, json_out: JsonOpt = False) -> None:
     """What an index holds: images, errors, vectors, roots, model, bytes on disk."""
     from indexer.locations import index_dir as resolve_index
-    from search.index_info import index_status
+    from search.tools.status import index_status
 
     info = index_status(resolve_index(index_dir))
     if json_out:
@@ -125,7 +125,7 @@ def status(index_dir: IndexOpt = None, json_out: JsonOpt = False) -> None:
 def errors(index_dir: IndexOpt = None, json_out: JsonOpt = False) -> None:
     """The files that could not be indexed, with the reason."""
     from indexer.locations import index_dir as resolve_index
-    from search.index_info import failed_files
+    from search.tools.status import failed_files
 
     failed = failed_files(resolve_index(index_dir))
     if json_out:
@@ -137,7 +137,7 @@ def errors(index_dir: IndexOpt = None, json_out: JsonOpt = False) -> None:
 
 def models() -> None:
     """Architectures open_clip can build here, the shipped tiny configs included."""
-    from indexer.model_loading import list_architectures
+    from indexer.models.loading import list_architectures
 
     for name in list_architectures():
         typer.echo(name)

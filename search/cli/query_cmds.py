@@ -60,7 +60,7 @@ def search(
     directory = resolve_index(index_dir)
     text_encoder = image_encoder = head_scorer = None
     if (directory / TOWERS_DIR / "towers.json").is_file():
-        from search.onnx_towers import HeadScorer, ImageEncoder, TextEncoder
+        from search.encoders.towers import HeadScorer, ImageEncoder, TextEncoder
 
         towers = directory / TOWERS_DIR
         if any(t.text for t in terms):
@@ -79,19 +79,19 @@ def search(
     with Engine.open(directory, text_encoder=text_encoder, image_encoder=image_encoder,
                      head_scorer=head_scorer) as engine:  # fmt: skip
         if model:
-            from indexer.index_dir import check_model
-            from indexer.model_loading import ModelSpec
+            from indexer.models.loading import ModelSpec
+            from indexer.store.index_dir import check_model
 
             check_model(engine.catalog, ModelSpec.parse(model).identity())
         hits = engine.search(
             terms, k=k, filters=filters, threshold=threshold, rerank_k=rerank_k if rerank else None
         )
     if html is not None:
-        from search.render import write_html
+        from search.tools.render import write_html
 
         write_html(html, "photoseek: " + " ".join(query or image or []), [("results", hits)])
     if json_out:
-        from search.render import hit_json
+        from search.tools.render import hit_json
 
         print_json([hit_json(hit, rank) for rank, hit in enumerate(hits, 1)])
     elif paths:

@@ -38,8 +38,8 @@ def describe(
 
     from indexer.errors import BadInput
     from indexer.locations import index_dir as resolve_index
-    from search.describe import describe as run_describe
     from search.engine import Engine
+    from search.tools.describe import describe as run_describe
 
     if not image.is_file():
         raise BadInput(f"image not found: {image}")
@@ -59,8 +59,8 @@ def texts_add(
 ) -> None:
     """Add captions to the index's corpus, searched by `describe --corpus`."""
     from indexer.locations import index_dir as resolve_index
-    from search.describe import add_corpus, read_texts
     from search.engine import Engine
+    from search.tools.describe import add_corpus, read_texts
 
     with Engine.open(resolve_index(index_dir)) as engine:
         added = add_corpus(engine, read_texts(file))
@@ -74,8 +74,8 @@ def duplicates(
 ) -> None:
     """Groups of duplicate images: exact copies and near-duplicates."""
     from indexer.locations import index_dir as resolve_index
-    from search.duplicates import find_duplicates
     from search.engine import Engine
+    from search.tools.duplicates import find_duplicates
 
     with Engine.open(resolve_index(index_dir)) as engine:
         groups = find_duplicates(engine, threshold)

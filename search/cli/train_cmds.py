@@ -44,8 +44,8 @@ def train(
     json_out: JsonOpt = False,
 ) -> None:
     """Train the dual encoder and its ITM rerank head; OUT then works as --model OUT."""
-    from indexer.pairs import read_pairs
-    from indexer.training import train as run_training
+    from indexer.training.loop import train as run_training
+    from indexer.training.pairs import read_pairs
 
     rows = read_pairs(pairs)
     groups = [r.group for r in rows]
@@ -82,8 +82,8 @@ def evaluate(
     json_out: JsonOpt = False,
 ) -> None:
     """Text→image and image→text R@1/5/10, ITC alone and reranked by the ITM head."""
-    from indexer.evaluation import evaluate_pairs
-    from indexer.pairs import read_pairs
+    from indexer.training.evaluation import evaluate_pairs
+    from indexer.training.pairs import read_pairs
 
     report = evaluate_pairs(model, read_pairs(pairs))
     if json_out:

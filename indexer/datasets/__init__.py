@@ -1,0 +1,1 @@
+"""Synthetic data sets photoseek generates itself (the shapes world)."""

@@ -1,0 +1,3 @@
+"""Files to pixels and metadata: walking folders, decoding every supported format at reduced size,
+EXIF.
+"""

@@ -1,0 +1,52 @@
+"""Turn batches of preprocessed pixels and texts into L2-normalised embeddings."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from indexer.models.loading import LoadedModel
+
+
+class ImageEmbedder:
+    """Encodes uint8 RGB batches [B, S, S, 3] (already resized and cropped) with the image tower."""
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        import torch
+
+        self._torch = torch
+        self.loaded = loaded
+        shape = (1, 3, 1, 1)
+        self._mean = torch.tensor(loaded.mean, device=loaded.device).view(shape) * 255.0
+        self._std = torch.tensor(loaded.std, device=loaded.device).view(shape) * 255.0
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        return self.with_tokens(pixels)[0]
+
+    def with_tokens(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Embeddings [B, D], and the ITM head's stored tokens [B, P', d] fp16 if it has one."""
+        torch = self._torch
+        head = self.loaded.head
+        with torch.inference_mode():
+            x = torch.from_numpy(pixels).to(self.loaded.device).permute(0, 3, 1, 2).float()
+            x = ((x - self._mean) / self._std).to(self.loaded.dtype)
+            if head is None:
+                features, tokens = self.loaded.model.encode_image(x), None
+            else:
+                from indexer.models.itm_head import image_features_and_tokens
+
+                features, patches = image_features_and_tokens(self.loaded.model, x)
+                tokens = head.compact_image_tokens(patches, features).to(torch.float16)
+                tokens = tokens.cpu().numpy()
+            features = torch.nn.functional.normalize(features.float(), dim=-1)
+        return features.cpu().numpy(), tokens
+
+
+def embed_texts(loaded: LoadedModel, texts: list[str]) -> np.ndarray:
+    """L2-normalised text embeddings with the torch text tower."""
+    import torch
+
+    with torch.inference_mode():
+        tokens = loaded.tokenizer(texts).to(loaded.device)
+        features = loaded.model.encode_text(tokens).float()
+        features = torch.nn.functional.normalize(features, dim=-1)
+    return features.cpu().numpy()

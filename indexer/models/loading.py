@@ -1,0 +1,447 @@
+"""Resolve a --model value to open_clip weights, load them, and pick a device and precision.
+
+The one place that touches model files, caches and the hub: encoders elsewhere receive a
+loaded model. Accepted forms:
+
+- ``NAME:TAG``         an open_clip architecture and pretrained tag (``ViT-B-32:laion2b_s34b_b79k``)
+- ``NAME:FILE``        an architecture and a local checkpoint (``ViT-B-32-256:/models/mine.pt``)
+- ``local-dir:DIR``    a folder with ``open_clip_config.json`` and weights (what ``train`` writes)
+- ``DIR``              the same, for an existing folder
+- ``hf-hub:ORG/NAME``  a Hugging Face repository in open_clip's layout
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from indexer.errors import BadModelSpec, WeightsUnavailable
+from indexer.locations import cache_dir, data_dir
+from indexer.models.model_files import HEAD_FILE
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "ViT-B-32:laion2b_s34b_b79k"
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_HUB_HOST = "huggingface.co"
+_FINGERPRINT_SPAN = 4 << 20  # bytes hashed at each end of a checkpoint
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What an index records about its model, to refuse a different one later."""
+
+    spec: str  # the --model text as given (paths made absolute)
+    architecture: str  # open_clip name, or the source of a local-dir/hf-hub model
+    weights: str  # pretrained tag, or a fingerprint of the checkpoint file
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+    def same_model(self, other: ModelIdentity) -> bool:
+        return (self.architecture, self.weights) == (other.architecture, other.weights)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed --model value."""
+
+    kind: str  # "tag" | "file" | "local-dir" | "hf-hub"
+    name: str  # architecture name, folder or hub id
+    weights: str = ""  # tag or checkpoint path for kinds "tag" and "file"
+
+    @classmethod
+    def parse(cls, text: str) -> ModelSpec:
+        text = text.strip()
+        if not text:
+            raise BadModelSpec("empty --model value")
+        if text.startswith("local-dir:"):
+            return cls("local-dir", str(Path(text[len("local-dir:") :]).expanduser().resolve()))
+        if text.startswith("hf-hub:"):
+            return cls("hf-hub", text[len("hf-hub:") :])
+        if Path(text).expanduser().is_dir():
+            return cls("local-dir", str(Path(text).expanduser().resolve()))
+        name, sep, weights = text.partition(":")
+        if not sep or not weights:
+            raise BadModelSpec(
+                f"--model {text!r} names no weights: use NAME:TAG (e.g. {DEFAULT_MODEL}), "
+                "NAME:/path/to/checkpoint, local-dir:DIR or hf-hub:ORG/NAME"
+            )
+        candidate = Path(weights).expanduser()
+        if candidate.suffix or os.sep in weights or candidate.exists():
+            return cls("file", name, str(candidate.resolve()))
+        return cls("tag", name, weights)
+
+    def __str__(self) -> str:
+        if self.kind in ("local-dir", "hf-hub"):
+            return f"{self.kind}:{self.name}"
+        return f"{self.name}:{self.weights}"
+
+    def config(self) -> dict[str, Any] | None:
+        """The architecture's config JSON, read without importing open_clip (None if unknown)."""
+        if self.kind == "local-dir":
+            path = Path(self.name) / "open_clip_config.json"
+            try:
+                return json.loads(path.read_text())["model_cfg"]
+            except (OSError, ValueError, KeyError):
+                return None
+        if self.kind == "hf-hub":
+            return None
+        for folder in (data_dir() / "model_configs", _open_clip_configs()):
+            path = folder / f"{self.name}.json"
+            if path.is_file():
+                return json.loads(path.read_text())
+        return None
+
+    def identity(self) -> ModelIdentity:
+        """The model's identity without loading it (cheap: reads at most 8 MB of a checkpoint)."""
+        if self.kind == "tag":
+            return ModelIdentity(str(self), self.name, self.weights)
+        if self.kind == "hf-hub":
+            return ModelIdentity(str(self), str(self), "hub")
+        checkpoint = self.weights if self.kind == "file" else _dir_checkpoint(Path(self.name))
+        return ModelIdentity(str(self), self.name, _fingerprint(Path(checkpoint)))
+
+
+@dataclass
+class LoadedModel:
+    """An open_clip model ready to encode, with what callers need to feed it."""
+
+    model: Any  # open_clip.CLIP, in eval mode on `device` in `dtype`
+    identity: ModelIdentity
+    tokenizer: Any
+    device: str
+    dtype: torch.dtype
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    dim: int
+    head: Any = None  # the ITM head (indexer.itm_head.ItmHead) of a model folder that has one
+    head_alpha: float = 1.0  # the head's weight of the ITC score in the fused rerank score
+    has_text_tower: bool = True  # False: loaded with towers="image", the text side unusable
+
+
+def _open_clip_configs() -> Path:
+    spec = importlib.util.find_spec("open_clip")  # locates the package without importing it
+    locations = spec.submodule_search_locations if spec else None
+    return Path(locations[0]) / "model_configs" if locations else Path("/nonexistent")
+
+
+def _dir_checkpoint(folder: Path) -> str:
+    if not (folder / "open_clip_config.json").is_file():
+        raise WeightsUnavailable(f"{folder}: no open_clip_config.json (not a model folder)")
+    for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "model.pth"):
+        if (folder / name).is_file():
+            return str(folder / name)
+    raise WeightsUnavailable(f"{folder}: no open_clip_model.safetensors in the model folder")
+
+
+def _fingerprint(path: Path) -> str:
+    """A content fingerprint of a checkpoint: its size and both ends, hashed."""
+    try:
+        size = path.stat().st_size
+        digest = hashlib.blake2b(str(size).encode(), digest_size=12)
+        with path.open("rb") as f:
+            digest.update(f.read(_FINGERPRINT_SPAN))
+            if size > 2 * _FINGERPRINT_SPAN:
+                f.seek(-_FINGERPRINT_SPAN, os.SEEK_END)
+                digest.update(f.read())
+    except OSError as e:
+        raise WeightsUnavailable(f"checkpoint {path}: {e.strerror or e}") from None
+    return "file:" + digest.hexdigest()
+
+
+@functools.cache
+def register_configs() -> None:
+    """Make the architectures shipped in data/model_configs known to open_clip (once)."""
+    import open_clip
+
+    open_clip.add_model_config(data_dir() / "model_configs")
+
+
+def list_architectures() -> list[str]:
+    """Names of every architecture open_clip can build, the shipped tiny ones included."""
+    import open_clip
+
+    register_configs()
+    return open_clip.list_models()
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """`auto`: fp16 on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16/AMX), else fp32."""
+    if precision not in PRECISIONS:
+        raise BadModelSpec(
+            f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}"
+        )
+    if precision != "auto":
+        return precision
+    if device.startswith("cuda"):
+        return "fp16"
+    return "bf16" if _cpu_has_native_bf16() else "fp32"
+
+
+def _cpu_has_native_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _cached_tag_checkpoint(name: str, tag: str) -> str | None:
+    """The local path of a tag's weights when open_clip's hub cache holds them."""
+    import open_clip
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    hub = cfg.get("hf_hub", "")
+    if not hub:
+        return None
+    repo, filename = os.path.split(hub.rstrip("/")) if not hub.endswith("/") else (hub[:-1], "")
+    names = (
+        [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+    )
+    for candidate in names:
+        hit = try_to_load_from_cache(repo, candidate)
+        if isinstance(hit, str):
+            return hit
+    return None
+
+
+def _hub_reachable() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    try:
+        with socket.create_connection((_HUB_HOST, 443), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+def _unavailable(spec: ModelSpec, why: str) -> WeightsUnavailable:
+    return WeightsUnavailable(
+        f"cannot load weights for {spec}: {why}; point --model at a local checkpoint "
+        f"({spec.name}:/path/to/open_clip_model.safetensors or local-dir:DIR)"
+    )
+
+
+def _create(spec: ModelSpec) -> tuple[Any, Any]:
+    import open_clip
+
+    register_configs()
+    if spec.kind == "local-dir":
+        _dir_checkpoint(Path(spec.name))
+        model = open_clip.create_model(f"local-dir:{spec.name}")
+        return model, open_clip.get_tokenizer(f"local-dir:{spec.name}")
+    if spec.kind == "hf-hub":
+        if not _hub_reachable():
+            raise _unavailable(spec, "the hub is not reachable and nothing is cached")
+        model = open_clip.create_model(f"hf-hub:{spec.name}")
+        return model, open_clip.get_tokenizer(f"hf-hub:{spec.name}")
+    if spec.name not in open_clip.list_models():
+        raise BadModelSpec(f"unknown architecture {spec.name!r} (see `photoseek models`)")
+    weights = spec.weights
+    if spec.kind == "tag":
+        if spec.weights not in open_clip.list_pretrained_tags_by_model(spec.name):
+            raise BadModelSpec(f"{spec.name} has no pretrained tag {spec.weights!r}")
+        cached = _cached_tag_checkpoint(spec.name, spec.weights)
+        if cached is None and not _hub_reachable():
+            raise _unavailable(spec, "offline and not in the local cache")
+        weights = cached or spec.weights
+    elif not Path(weights).is_file():
+        raise _unavailable(spec, f"no such file {weights}")
+    model = open_clip.create_model(spec.name, pretrained=weights, require_pretrained=True)
+    return model, open_clip.get_tokenizer(spec.name)
+
+
+def load_model(
+    spec: ModelSpec, precision: str = "auto", device: str | None = None, towers: str = "both"
+) -> LoadedModel:
+    """Build the model for `spec`, load its weights, and place it on a device in a precision.
+
+    `towers="image"` asks for the image tower alone, which indexing needs: when the weights
+    are a local file and no ITM head must check them, the model is built on the meta device
+    (no random initialisation) and only the image tower's tensors are read, memory-mapped,
+    from the checkpoint; the text tower stays unmaterialised. Otherwise both are loaded.
+    """
+    import torch
+
+    if towers not in ("both", "image"):
+        raise BadModelSpec(f"unknown towers {towers!r}; choose both or image")
+    device = device or default_device()
+    precision = resolve_precision(precision, device)
+    image_only = towers == "image" and not _has_head(spec)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    try:
+        created = _create_image_only(spec, dtype) if image_only else None
+        image_only = created is not None
+        model, tokenizer = created or _create(spec)
+    except (BadModelSpec, WeightsUnavailable):
+        raise
+    except Exception as e:  # noqa: BLE001 - a corrupt checkpoint fails deep in torch/pickle in many ways
+        raise _unavailable(spec, str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    head, alpha = (None, 1.0) if image_only else _load_head(spec, model)  # fp32 fingerprint
+    if image_only:
+        model.visual.to(device=device, dtype=dtype).eval()
+    else:
+        model = model.to(device=device, dtype=dtype).eval()
+    cfg = model.visual.preprocess_cfg
+    size = cfg["size"]
+    return LoadedModel(
+        model=model,
+        identity=spec.identity(),
+        tokenizer=tokenizer,
+        device=device,
+        dtype=dtype,
+        image_size=size if isinstance(size, int) else int(size[0]),
+        mean=tuple(cfg["mean"]),
+        std=tuple(cfg["std"]),
+        dim=int(model.visual.output_dim),
+        head=head.to(device=device, dtype=dtype) if head is not None else None,
+        head_alpha=alpha,
+        has_text_tower=not image_only,
+    )
+
+
+def _local_checkpoint(spec: ModelSpec) -> str | None:
+    """The checkpoint file of `spec` when it is already on this machine."""
+    if spec.kind == "file":
+        return spec.weights if Path(spec.weights).is_file() else None
+    if spec.kind == "local-dir":
+        return _dir_checkpoint(Path(spec.name))
+    if spec.kind == "tag":
+        import open_clip
+
+        register_configs()
+        if spec.weights not in open_clip.list_pretrained_tags_by_model(spec.name):
+            return None
+        return _cached_tag_checkpoint(spec.name, spec.weights)
+    return None
+
+
+def _create_image_only(spec: ModelSpec, dtype: torch.dtype) -> tuple[Any, Any] | None:
+    """The model with only its image tower's weights, or None when that cannot be done here
+    (weights not a local file, or a checkpoint layout other than open_clip's own).
+
+    Casting a memory-mapped fp32 tower to bf16 holds both at once (~0.5 GB for ViT-B-32), so
+    the cast tower is cached per user and later loads map it as it is: no copy at all.
+    """
+    import open_clip
+    import torch
+
+    path = _local_checkpoint(spec)
+    if path is None:
+        return None
+    cached = _image_tower_cache(spec, dtype)
+    register_configs()
+    name = f"local-dir:{spec.name}" if spec.kind == "local-dir" else spec.name
+    if name not in open_clip.list_models() and spec.kind != "local-dir":
+        return None
+    with torch.device("meta"), _open_clip_log_quiet():
+        model = open_clip.create_model(name, load_weights=False, device="meta")
+    try:
+        if cached.is_file():
+            visual = torch.load(cached, map_location="cpu", mmap=True, weights_only=True)
+            model.visual.load_state_dict(visual, strict=True, assign=True)
+        else:
+            visual = _image_tower_state(path)
+            model.visual.load_state_dict(visual, strict=True, assign=True)
+            model.visual.to(dtype)
+    except (RuntimeError, KeyError, ValueError, OSError) as e:  # converted or legacy formats
+        log.info("image-tower-only load of %s fell back to a full load: %s", path, e)
+        return None
+    if not cached.is_file() and dtype != torch.float32:
+        try:
+            _save_atomically(model.visual.state_dict(), cached)
+        except OSError as e:  # a read-only cache costs the next run memory, nothing else
+            log.info("could not cache the %s image tower in %s: %s", dtype, cached, e)
+    return model, open_clip.get_tokenizer(name)
+
+
+def _image_tower_cache(spec: ModelSpec, dtype: torch.dtype) -> Path:
+    identity = spec.identity()
+    text = f"{identity.architecture}\0{identity.weights}\0{dtype}"
+    key = hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+    return cache_dir() / "image-towers" / f"{key}.pt"
+
+
+def _save_atomically(state: dict[str, torch.Tensor], target: Path) -> None:
+    import torch
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        torch.save({k: v.contiguous() for k, v in state.items()}, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _image_tower_state(path: str) -> dict[str, torch.Tensor]:
+    """The `visual.*` tensors of an open_clip checkpoint (prefix removed), memory-mapped."""
+    import torch
+
+    prefix = "visual."
+    if path.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as f:
+            return {k[len(prefix) :]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+    state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if next(iter(state)).startswith("module."):  # saved from DistributedDataParallel
+        prefix = "module." + prefix
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+class QuietRandomInit(logging.Filter):
+    """Drops open_clip's warning that a model built without weights is random: photoseek does
+    that on purpose (training from scratch; weights assigned right after building)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
+
+
+@contextmanager
+def _open_clip_log_quiet() -> Iterator[None]:
+    """`QuietRandomInit` on the root logger (where open_clip logs) for the block."""
+    quiet = QuietRandomInit()
+    logging.getLogger().addFilter(quiet)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(quiet)
+
+
+def _has_head(spec: ModelSpec) -> bool:
+    return spec.kind == "local-dir" and (Path(spec.name) / HEAD_FILE).is_file()
+
+
+def _load_head(spec: ModelSpec, model: Any) -> tuple[Any, float]:
+    """The ITM head `photoseek train` saved beside a model folder's weights, if any, and its
+    fused-score alpha."""
+    if not _has_head(spec):
+        return None, 1.0
+    from indexer.models.model_files import head_alpha, load_head
+
+    return load_head(spec.name, model), head_alpha(Path(spec.name))

@@ -1,0 +1,78 @@
+"""An index directory: its catalog, its model's identity, and a lock for the one writer."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from indexer.errors import IndexNotFound, ModelMismatch, PhotoseekError
+from indexer.models.loading import ModelIdentity
+from indexer.store.catalog import CATALOG_FILE, Catalog
+
+LOCK_FILE = "write.lock"
+
+
+class IndexBusy(PhotoseekError):
+    """Another process is writing to this index."""
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """The model an index was built with, as stored in its catalog."""
+
+    identity: ModelIdentity
+    dim: int
+    image_size: int
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {**self.identity.to_dict(), "dim": self.dim, "image_size": self.image_size}
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelRecord:
+        data = json.loads(text)
+        identity = ModelIdentity(data["spec"], data["architecture"], data["weights"])
+        return cls(identity, int(data["dim"]), int(data["image_size"]))
+
+
+def open_existing(directory: Path) -> Catalog:
+    """The catalog of an index that must already exist."""
+    if not (directory / CATALOG_FILE).is_file():
+        raise IndexNotFound(f"no photoseek index in {directory} (build one with `photoseek index`)")
+    return Catalog.open(directory)
+
+
+def model_record(catalog: Catalog) -> ModelRecord | None:
+    text = catalog.get_meta("model")
+    return ModelRecord.from_json(text) if text else None
+
+
+def check_model(catalog: Catalog, identity: ModelIdentity) -> None:
+    """Refuse a model other than the one the index was built with."""
+    record = model_record(catalog)
+    if record is not None and not record.identity.same_model(identity):
+        raise ModelMismatch(
+            f"this index was built with {record.identity.spec}, not {identity.spec}; "
+            "use that model or another --index"
+        )
+
+
+@contextmanager
+def writer_lock(directory: Path) -> Iterator[None]:
+    """Hold the index's write lock; a second writer gets IndexBusy at once."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise IndexBusy(f"another photoseek process is writing to {directory}") from None
+        yield
+    finally:
+        os.close(fd)

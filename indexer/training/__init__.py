@@ -1,0 +1,3 @@
+"""Training and evaluation: pair files, batches, losses, the training loop, checkpoints,
+calibration and metrics.
+"""

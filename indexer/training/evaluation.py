@@ -1,0 +1,48 @@
+"""`photoseek eval`: retrieval quality of a trained model folder on a pair file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from indexer.errors import BadInput
+from indexer.training.pairs import PairRow
+
+RERANK_KS = (8, 16, 32)
+
+
+def evaluate_pairs(model_dir: Path, rows: list[PairRow]) -> dict[str, object]:
+    """R@1/5/10 (fractions) for t2i and i2t, ITC alone and ITC+ITM at k = 8, 16, 32.
+
+    Shape: {"itc": {"t2i": {"r1", "r5", "r10"}, "i2t": {...}}, "itm_k8": {...}, ...}; with
+    "twin_accuracy" ({"itc": ..., "itm_k8": ...}) when every row has a twin group.
+    """
+    from indexer.training.loop import evaluate, load_trained
+
+    if not (model_dir / "itm_head.json").is_file():
+        raise BadInput(f"{model_dir} is not a model folder written by `photoseek train`")
+    trained = load_trained(model_dir)
+    groups = [r.group for r in rows]
+    report = evaluate(
+        trained,
+        [(str(r.image), r.caption) for r in rows],
+        twin_groups=groups if None not in groups else None,
+        ks=RERANK_KS,
+    )
+    names = {"itc": "itc", **{f"rerank@{k}": f"itm_k{k}" for k in RERANK_KS}}
+    out: dict[str, object] = {
+        ours: {side: _fractions(report[side][theirs]) for side in ("t2i", "i2t")}
+        for theirs, ours in names.items()
+    }
+    if report.get("twin_accuracy"):
+        out["twin_accuracy"] = {
+            ours: round(report["twin_accuracy"][theirs] / 100, 4) for theirs, ours in names.items()
+        }
+    out["images"], out["captions"], out["alpha"] = (
+        report["images"], report["captions"], report["alpha"]
+    )  # fmt: skip
+    return out
+
+
+def _fractions(recalls: dict[str, float]) -> dict[str, float]:
+    """{"R@1": 12.5, ...} in percent → {"r1": 0.125, ...}."""
+    return {key.replace("R@", "r"): round(value / 100, 4) for key, value in recalls.items()}

@@ -1,0 +1,188 @@
+"""The offline demo: a shapes-world gallery, a tiny model trained here, and every query kind.
+
+Nothing is downloaded. `run_demo` generates the gallery and trains (or reuses, when already
+trained in the same folder) a tiny model the way photoseek meets a user's CLIP: a dual encoder
+pretrained on captions that only list the objects (``a red circle and a blue square``, as web
+alt text does), then the ITM head alone on its frozen towers with the full captions. It indexes
+the gallery with the same pipeline as `photoseek index`, runs text→image queries without and
+with rerank (the dual encoder cannot tell a scene from its twins; the head can), an image→image
+query and an image→text query, and writes an HTML page of the results.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from indexer.datasets.shapes_world import listings, write_dataset
+from indexer.pipeline import IndexOptions, run_index
+from indexer.training.evaluation import evaluate_pairs
+from indexer.training.pairs import PairRow, read_pairs
+from search.engine import Engine
+from search.hits import Hit
+from search.query import Term
+from search.tools.describe import best_texts, text_vectors
+from search.tools.render import write_html
+
+TRAIN_GROUPS = 3000  # 12,000 training images: twin groups of 4
+TEST_GROUPS = 60  # 240 gallery images: 60 twin groups of 4
+PRETRAIN_EPOCHS = 6  # the dual encoder, on listings
+EPOCHS = 6  # the head, on the frozen towers
+QUERIES = 3
+K = 5
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """How big the demo's data and training are (the defaults fit ~10 minutes on 2 cores)."""
+
+    train_groups: int = TRAIN_GROUPS
+    test_groups: int = TEST_GROUPS
+    pretrain_epochs: int = PRETRAIN_EPOCHS
+    epochs: int = EPOCHS
+
+    @property
+    def tag(self) -> str:
+        """Names the demo's data, model and index folders: another size never reuses them."""
+        return f"g{self.train_groups}-t{self.test_groups}-p{self.pretrain_epochs}-e{self.epochs}"
+
+
+@dataclass
+class DemoReport:
+    """What the demo did and found, for the closing summary."""
+
+    folder: Path
+    page: Path
+    trained_now: bool
+    seconds: dict[str, float] = field(default_factory=dict)
+    text_queries: list[tuple[str, list[Hit], list[Hit], bytes]] = field(default_factory=list)
+    image_query: tuple[bytes, list[Hit]] | None = None
+    describe: tuple[bytes, list[tuple[str, float]], str] | None = None
+    quality: dict[str, float] = field(default_factory=dict)
+
+
+def run_demo(
+    folder: Path,
+    say: Callable[[str], None],
+    train_progress: Callable | None = None,
+    size: DemoSize | None = None,
+) -> DemoReport:
+    """Run the whole demo in `folder` (reusing what an earlier run left there)."""
+    size = size or DemoSize()
+    folder.mkdir(parents=True, exist_ok=True)
+    report = DemoReport(folder, folder / "results.html", trained_now=False)
+    clock = time.perf_counter()
+    data = folder / f"shapes-{size.tag}"
+    if not (data / "test.jsonl").exists():
+        say(f"generating the shapes-world gallery and training images in {data}")
+        write_dataset(
+            data, train_groups=size.train_groups, test_groups=size.test_groups, size=64, seed=0
+        )
+    report.seconds["generate"] = time.perf_counter() - clock
+
+    model = folder / f"model-{size.tag}"
+    clock = time.perf_counter()
+    if not (model / "itm_head.json").exists():
+        _train(data, folder / f"pretrained-{size.tag}", model, size, say, train_progress)
+        report.trained_now = True
+    else:
+        say(f"reusing the model trained earlier in {model}")
+    report.seconds["train"] = time.perf_counter() - clock
+
+    index = folder / f"index-{size.tag}"
+    clock = time.perf_counter()
+    say("indexing the gallery with `photoseek index`")
+    summary = run_index(index, IndexOptions(roots=(data / "test",), model=str(model)))
+    report.seconds["index"] = time.perf_counter() - clock
+    say(f"  {summary.added} added, {summary.unchanged} unchanged in {summary.seconds:.1f}s")
+
+    clock = time.perf_counter()
+    tests = read_pairs(data / "test.jsonl")
+    with Engine.open(index) as engine:
+        _text_queries(engine, tests, report)
+        _image_and_text_queries(engine, tests, report)
+    quality = evaluate_pairs(model, tests)  # what `photoseek eval` reports, on this gallery
+    report.quality = {
+        "t2i_r1_itc": quality["itc"]["t2i"]["r1"],
+        "t2i_r1_rerank": quality["itm_k32"]["t2i"]["r1"],
+        "twin_itc": quality["twin_accuracy"]["itc"],
+        "twin_rerank": quality["twin_accuracy"]["itm_k32"],
+    }
+    report.seconds["queries"] = time.perf_counter() - clock
+    _write_page(report)
+    return report
+
+
+def _train(
+    data: Path,
+    pretrained: Path,
+    model: Path,
+    size: DemoSize,
+    say: Callable[[str], None],
+    progress: Callable | None,
+) -> None:
+    from indexer.training.loop import TrainOptions, train
+
+    rows = read_pairs(data / "train.jsonl")
+    images = [str(r.image) for r in rows]
+    if not (pretrained / "itm_head.json").exists():
+        say(
+            f"pretraining a tiny CLIP-like dual encoder on {len(rows)} images captioned by "
+            f"listings, no relations ({size.pretrain_epochs} epochs)"
+        )
+        texts = listings([r.caption for r in rows], seed=0)
+        train(list(zip(images, texts, strict=True)), pretrained, epochs=size.pretrain_epochs,
+              batch_size=128, options=TrainOptions(itm_weight=0.0), progress=progress)  # fmt: skip
+    say(f"training the ITM head on its frozen towers with the full captions ({size.epochs} epochs)")
+    train([(image, r.caption, r.negatives) for image, r in zip(images, rows, strict=True)], model,
+          model=f"local-dir:{pretrained}", lock_image=True, lock_text=True, epochs=size.epochs,
+          batch_size=128, groups=[r.group for r in rows],
+          options=TrainOptions(twin_listwise=1.0), progress=progress)  # fmt: skip
+
+
+def _text_queries(engine: Engine, tests: list[PairRow], report: DemoReport) -> None:
+    """A few captions, ITC top-k and the same reranked by the ITM head: first those whose twin
+    the dual encoder ranks above the right image (the confusion the head is for), taken in
+    gallery order, never by how the rerank does on them."""
+    group_of = {os.fsencode(r.image): r.group for r in tests}
+    twin_first, others = [], []
+    for row in tests[:: max(1, len(tests) // (4 * QUERIES))]:
+        truth, plain = os.fsencode(row.image), engine.search([Term(text=row.caption)], k=K)
+        confused = plain[0].path != truth and group_of.get(plain[0].path) == row.group
+        (twin_first if confused else others).append((row, truth, plain))
+    for row, truth, plain in (twin_first + others)[:QUERIES]:
+        reranked = engine.search([Term(text=row.caption)], k=K, rerank_k=32)
+        report.text_queries.append((row.caption, plain, reranked, truth))
+
+
+def _image_and_text_queries(engine: Engine, tests: list[PairRow], report: DemoReport) -> None:
+    query = os.fsencode(tests[0].image)
+    report.image_query = (query, engine.search([Term(image=query)], k=K))
+    captions = list(dict.fromkeys(r.caption for r in tests))
+    vector = engine.encode_images([os.fsencode(tests[1].image)])[0]
+    ranked = best_texts(vector, captions, text_vectors(engine, captions), K)
+    report.describe = (
+        os.fsencode(tests[1].image),
+        [(hit.text, hit.score) for hit in ranked],
+        tests[1].caption,
+    )
+
+
+def _write_page(report: DemoReport) -> None:
+    sections = []
+    for caption, plain, reranked, truth in report.text_queries:
+        name = os.path.basename(truth).decode()
+        sections.append((f"“{caption}” — ITC only (the right image is {name})", plain))
+        sections.append((f"“{caption}” — ITC top-32 reranked by the ITM head", reranked))
+    if report.image_query:
+        query, hits = report.image_query
+        sections.append((f"image → image: {os.path.basename(query).decode()}", hits))
+    if report.describe:
+        image, texts, truth = report.describe
+        listed = "; ".join(f"{text} ({score:.2f})" for text, score in texts)
+        shown = Hit(0, image, texts[0][1], None, None, None)
+        sections.append((f"image → text (true caption: “{truth}”): {listed}", [shown]))
+    write_html(report.page, "photoseek demo: shapes world", sections)

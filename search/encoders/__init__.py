@@ -1,0 +1,1 @@
+"""Torch-free query encoders: the ONNX towers and the CLIP tokenizer."""

@@ -1,0 +1,102 @@
+"""Search results in the forms users need next: JSON objects, and a self-contained HTML page.
+
+JSON paths are `os.fsdecode` strings (undecodable bytes become lone surrogates, written as
+`\\udcXX` escapes), so `os.fsencode(obj["path"])` gives back the exact bytes of any file name.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+import urllib.parse
+from collections.abc import Sequence
+from pathlib import Path
+
+from indexer.errors import UnreadableImage
+from indexer.media import decode as decoding
+from indexer.media.discovery import extension
+from search.hits import Hit
+
+THUMBNAIL = 256  # px, longest side of the thumbnails embedded in HTML pages
+
+
+def hit_json(hit: Hit, rank: int) -> dict[str, object]:
+    """The stable JSON shape of one result."""
+    return {
+        "rank": rank,
+        "path": os.fsdecode(hit.path),
+        "score": round(hit.score, 6),
+        "id": hit.id,
+        "width": hit.width,
+        "height": hit.height,
+        "taken_at": hit.taken_at,
+        **{key: round(value, 6) for key, value in hit.extra.items()},
+    }
+
+
+def thumbnail_data_uri(path: bytes) -> str | None:
+    """A small JPEG of the image as a data: URI, or None when the file cannot be read now."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        image = decoding.load_rgb(data, extension(path), draft_to=THUMBNAIL)
+    except (OSError, UnreadableImage):
+        return None
+    image.thumbnail((THUMBNAIL, THUMBNAIL))
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def html_page(title: str, sections: Sequence[tuple[str, Sequence[Hit]]]) -> str:
+    """A page with one grid of thumbnails per section (heading, hits); no external files."""
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+    for heading, hits in sections:
+        parts.append(f"<h2>{html.escape(heading)}</h2><div class='grid'>")
+        if not hits:
+            parts.append("<p class='none'>no results</p>")
+        for rank, hit in enumerate(hits, 1):
+            parts.append(_card(rank, hit))
+        parts.append("</div>")
+    parts.append("</body></html>\n")
+    return "".join(parts)
+
+
+def _card(rank: int, hit: Hit) -> str:
+    shown = html.escape(hit.path.decode("utf-8", "backslashreplace"))
+    href = "file://" + urllib.parse.quote(hit.path)
+    uri = thumbnail_data_uri(hit.path)
+    picture = f"<img src='{uri}' alt='{shown}'>" if uri else "<div class='missing'>?</div>"
+    extra = "".join(
+        f"<span>{html.escape(key)} {value:.3f}</span>" for key, value in hit.extra.items()
+    )
+    return (
+        f"<figure><a href='{html.escape(href)}'>{picture}</a><figcaption>"
+        f"<b>#{rank}</b> <span>score {hit.score:.3f}</span>{extra}"
+        f"<a class='path' href='{html.escape(href)}'>{shown}</a></figcaption></figure>"
+    )
+
+
+def write_html(path: Path, title: str, sections: Sequence[tuple[str, Sequence[Hit]]]) -> None:
+    """Write the page atomically."""
+    temp = path.with_name(path.name + ".tmp")
+    temp.write_text(html_page(title, sections), encoding="utf-8")
+    os.replace(temp, path)
+
+
+_CSS = (
+    "body{font-family:system-ui,sans-serif;margin:1.5em;background:#fafafa;color:#222}"
+    ".grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(200px,1fr));gap:12px}"
+    "figure{margin:0;background:#fff;border:1px solid #ddd;border-radius:6px;padding:6px}"
+    "img{width:100%;height:180px;object-fit:contain;background:#eee}"
+    ".missing{height:180px;display:flex;align-items:center;justify-content:center;"
+    "background:#eee;font-size:3em;color:#aaa}"
+    "figcaption{font-size:12px;display:flex;flex-wrap:wrap;gap:6px;margin-top:4px}"
+    ".path{word-break:break-all;color:#555;width:100%;white-space:pre-wrap}"
+)

@@ -1,0 +1,75 @@
+"""What an index holds: counts, roots, model, size on disk, and the files that failed."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from indexer.store.catalog import ERROR, SCHEMA_VERSION
+from indexer.store.index_dir import model_record, open_existing
+from indexer.store.vector_store import VECTORS_FILE, VectorStore
+
+
+@dataclass(frozen=True)
+class FailedFile:
+    """A file the indexer could not read or decode, and why."""
+
+    path: bytes
+    reason: str
+
+
+def index_status(directory: Path) -> dict[str, object]:
+    """The facts `photoseek status` reports, as a JSON-ready dict."""
+    catalog = open_existing(directory)
+    try:
+        record = model_record(catalog)
+        counts = catalog.counts()
+        roots = [os.fsdecode(p) for p in catalog.root_paths()]
+        token_rows, token_bytes = catalog.token_bytes()
+    finally:
+        catalog.close()
+    vectors = 0
+    index_type = None
+    if (directory / VECTORS_FILE).exists() and record is not None:
+        store = VectorStore.load(directory, record.dim)
+        vectors, index_type = len(store), type(store.index).__name__
+    return {
+        "index": str(directory),
+        "images": counts["images"],
+        "errors": counts["errors"],
+        "vectors": vectors,
+        "index_type": index_type,
+        "roots": roots,
+        "model": (
+            {**record.identity.to_dict(), "dim": record.dim, "image_size": record.image_size}
+            if record
+            else None
+        ),
+        "bytes": _size_on_disk(directory),
+        "rerank_bytes_per_image": round(token_bytes / token_rows) if token_rows else 0,
+        "schema_version": SCHEMA_VERSION,
+    }
+
+
+def failed_files(directory: Path) -> list[FailedFile]:
+    """Every file recorded with an error, in path order."""
+    catalog = open_existing(directory)
+    try:
+        rows = catalog.all_rows(status=ERROR)
+    finally:
+        catalog.close()
+    return sorted(
+        (FailedFile(row.path, row.error or "unknown") for row in rows), key=lambda f: f.path
+    )
+
+
+def _size_on_disk(directory: Path) -> int:
+    total = 0
+    for dirpath, _dirs, files in os.walk(directory):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(dirpath, name)).st_blocks * 512
+            except OSError:
+                continue
+    return total
