@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import indexer
-
 TOWERS_DIR = "towers"  # inside an index: the ONNX query encoders exported from its model
 
 
@@ -29,6 +27,6 @@ def cache_dir() -> Path:
 
 def data_dir() -> Path:
     """The folder of shipped inputs: model configs, vocabularies, sample images."""
-    package = Path(indexer.__file__).parent
+    package = Path(__file__).resolve().parent  # the indexer package
     wheel_copy = package / "_data"  # where the wheel puts the repository's data/
     return wheel_copy if wheel_copy.is_dir() else package.parent / "data"
