@@ -24,31 +24,20 @@ import shutil
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from lib import OUT_DIR
+from lib.cache import ARCH, DEFAULT_CACHE, Paths
+from lib.peer import ensure_setup, peer_env, photoseek_bin, photoseek_index_cmd, rclip_cmd
+from lib.tables import table, write_json
+from lib.timing import alternating, run_child
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from index_bench import (  # noqa: E402 - the index benchmark owns the shared setup
-    ARCH,
-    DEFAULT_CACHE,
-    Paths,
-    ensure_checkpoint,
-    ensure_peer,
-    ensure_photos,
-    peer_env,
-    photoseek_bin,
-    rclip_cmd,
-    run_child,
-)
-
-REPO = Path(__file__).resolve().parent.parent
-OUT_FILE = REPO / "bench" / "out" / "query_bench.json"
+OUT_FILE = OUT_DIR / "query_bench.json"
 QUERY = "a dog on a beach"
 DIM = 512
 COLD_TARGET_S = 0.8
-WARM_P95_TARGET_MS = 20.0
-RECALL_TARGET = 0.95
 
 
 def build_cold_index(paths: Paths, size: int) -> Path:
@@ -61,9 +50,7 @@ def build_cold_index(paths: Paths, size: int) -> Path:
     if done.exists():
         return index
     shutil.rmtree(index, ignore_errors=True)
-    model = f"{ARCH}:{paths.checkpoint}"
-    run_child([photoseek_bin(), "index", paths.photos, "--index", index, "--model", model],
-              env=peer_env(paths), what="photoseek index")  # fmt: skip
+    run_child(photoseek_index_cmd(paths, index), env=peer_env(paths), what="photoseek index")
     catalog = Catalog.open(index)
     have = catalog.counts()["images"]
     vectors = clustered(size - have, DIM, seed=1)
@@ -102,13 +89,13 @@ def cold_queries(paths: Paths, index: Path, runs: int) -> dict:
     ours, theirs = [], []
     run_child(ours_cmd, env=peer_env(paths), what="photoseek search")  # warms the page cache
     run_child(theirs_cmd, cwd=paths.photos, env=peer_env(paths), what="rclip -n")
-    for i in range(runs):
-        for side in ("ours", "theirs") if i % 2 == 0 else ("theirs", "ours"):
-            if side == "ours":
-                ours.append(run_child(ours_cmd, env=peer_env(paths), what="photoseek search"))
-            else:
-                theirs.append(run_child(theirs_cmd, cwd=paths.photos, env=peer_env(paths),
-                                        what="rclip -n"))  # fmt: skip
+    for _, side in alternating(runs, "ours", "theirs"):
+        if side == "ours":
+            ours.append(run_child(ours_cmd, env=peer_env(paths), what="photoseek search"))
+        else:
+            theirs.append(
+                run_child(theirs_cmd, cwd=paths.photos, env=peer_env(paths), what="rclip -n")
+            )
     med_ours = statistics.median(r.wall_s for r in ours)
     med_theirs = statistics.median(r.wall_s for r in theirs)
     return {
@@ -142,15 +129,15 @@ def warm_store(size: int, queries: int = 300) -> dict:
     for q, true_ids in zip(query_vectors, truth, strict=True):
         t = time.perf_counter()
         _, found = store.search(q[None, :], 10)
-        latencies.append((time.perf_counter() - t) * 1000)
+        latencies.append(_ms_since(t))
         hits += len(set(found[0].tolist()) & set((true_ids + 1).tolist()))
     return {
         "vectors": size,
         "index": choose_index(size).factory,
         "nprobe": choose_index(size).nprobe,
         "build_s": round(build_s, 1),
-        "p50_ms": round(float(np.percentile(latencies, 50)), 3),
-        "p95_ms": round(float(np.percentile(latencies, 95)), 3),
+        "p50_ms": _percentile(latencies, 50, 3),
+        "p95_ms": _percentile(latencies, 95, 3),
         "recall_at_10": round(hits / (10 * queries), 4),
     }
 
@@ -167,21 +154,29 @@ def warm_engine(index: Path, queries: int = 100) -> dict:
     for v in vectors:
         t = time.perf_counter()
         engine.search_vector(v, 10)
-        search_ms.append((time.perf_counter() - t) * 1000)
+        search_ms.append(_ms_since(t))
     terms = parse_terms([QUERY])
     engine.search(terms, 10)
     text_ms = []
     for i in range(queries // 4):
         t = time.perf_counter()
         engine.search(parse_terms([f"{QUERY} {i}"]), 10)
-        text_ms.append((time.perf_counter() - t) * 1000)
+        text_ms.append(_ms_since(t))
     engine.close()
     return {
-        "vector_search_with_rows_p50_ms": round(float(np.percentile(search_ms, 50)), 3),
-        "vector_search_with_rows_p95_ms": round(float(np.percentile(search_ms, 95)), 3),
-        "text_query_p50_ms": round(float(np.percentile(text_ms, 50)), 2),
-        "text_query_p95_ms": round(float(np.percentile(text_ms, 95)), 2),
+        "vector_search_with_rows_p50_ms": _percentile(search_ms, 50, 3),
+        "vector_search_with_rows_p95_ms": _percentile(search_ms, 95, 3),
+        "text_query_p50_ms": _percentile(text_ms, 50, 2),
+        "text_query_p95_ms": _percentile(text_ms, 95, 2),
     }
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+def _percentile(values: Sequence[float], q: float, digits: int) -> float:
+    return round(float(np.percentile(values, q)), digits)
 
 
 def warm_rerank(paths: Paths, queries: int = 40) -> dict:
@@ -209,10 +204,10 @@ def warm_rerank(paths: Paths, queries: int = 40) -> dict:
         for caption in captions:
             t = time.perf_counter()
             engine.search([Term(text=caption)], k=10)
-            plain.append((time.perf_counter() - t) * 1000)
+            plain.append(_ms_since(t))
             t = time.perf_counter()
             engine.search([Term(text=caption)], k=10, rerank_k=32)
-            reranked.append((time.perf_counter() - t) * 1000)
+            reranked.append(_ms_since(t))
     cold_cmd = [photoseek_bin(), "search", captions[1], "--index", root / "index", "-k", "10",
                 "--rerank", "--rerank-k", "32"]  # fmt: skip
     cold = [run_child(cold_cmd, env=peer_env(paths), what="search --rerank") for _ in range(6)]
@@ -220,9 +215,9 @@ def warm_rerank(paths: Paths, queries: int = 40) -> dict:
     photos = sorted(paths.photos.iterdir())[:32]
     return {
         "gallery": 240,
-        "itc_query_p50_ms": round(float(np.percentile(plain, 50)), 2),
-        "rerank32_query_p50_ms": round(float(np.percentile(reranked, 50)), 2),
-        "rerank32_query_p95_ms": round(float(np.percentile(reranked, 95)), 2),
+        "itc_query_p50_ms": _percentile(plain, 50, 2),
+        "rerank32_query_p50_ms": _percentile(reranked, 50, 2),
+        "rerank32_query_p95_ms": _percentile(reranked, 95, 2),
         "cold_rerank_cli_median_s": round(statistics.median(r.wall_s for r in cold[1:]), 3),
         "recompute32_shapes_ms": recompute_tokens_ms(str(root / "model"), test_images),
         "recompute32_photos_ms": recompute_tokens_ms(f"{ARCH}:{paths.checkpoint}", photos),
@@ -239,10 +234,9 @@ def recompute_tokens_ms(model: str, files: list[Path], runs: int = 5) -> float:
     from indexer.media.decode import decode
     from indexer.models.itm_head import image_features_and_tokens
     from indexer.models.loading import ModelSpec, load_model
+    from indexer.models.pixels import standardise
 
     loaded = load_model(ModelSpec.parse(model), "auto", "cpu", towers="image")
-    mean = torch.tensor(loaded.mean).view(1, 3, 1, 1) * 255
-    std = torch.tensor(loaded.std).view(1, 3, 1, 1) * 255
 
     def pixels(path: Path) -> np.ndarray:
         return decode(path.read_bytes(), path.suffix.lower()[1:], loaded.image_size).pixels
@@ -253,34 +247,44 @@ def recompute_tokens_ms(model: str, files: list[Path], runs: int = 5) -> float:
         with ThreadPoolExecutor(2) as pool:
             batch = torch.from_numpy(np.stack(list(pool.map(pixels, files))))
         with torch.inference_mode():
-            x = ((batch.permute(0, 3, 1, 2).float() - mean) / std).to(loaded.dtype)
+            x = standardise(batch.permute(0, 3, 1, 2), loaded.mean, loaded.std).to(loaded.dtype)
             image_features_and_tokens(loaded.model, x)
-        times.append((time.perf_counter() - started) * 1000)
+        times.append(_ms_since(started))
     return round(statistics.median(times), 1)
 
 
 def markdown(result: dict, command: str) -> str:
     cold = result["cold"]
+    cold_header = [
+        "Cold CLI text query, new process, median",
+        "photoseek (10,000 images)",
+        f"rclip ({cold['rclip_index_images']} images)",
+        "rclip / photoseek",
+    ]
+    cold_row = [
+        "wall time",
+        f"{cold['photoseek_median_s']:.3f} s",
+        f"{cold['rclip_median_s']:.3f} s",
+        f"{cold['ratio_rclip_over_photoseek']:.2f}x",
+    ]
+    warm_header = ["Warm search (library API), vectors", "index", "p50", "p95", "recall@10"]
+    warm_rows = [
+        [
+            f"{row['vectors']:,}",
+            f"{row['index']}" + (f" (nprobe {row['nprobe']})" if row["nprobe"] else ""),
+            f"{row['p50_ms']:.2f} ms",
+            f"{row['p95_ms']:.2f} ms",
+            f"{row['recall_at_10']:.3f}",
+        ]
+        for row in result["warm"]
+    ]
+    engine, rerank = result["engine"], result["rerank"]
     lines = [
         f"`{command}` — {os.cpu_count()} CPUs; random ViT-B-32-256 weights on both sides.",
         "",
-        "| Cold CLI text query, new process, median | photoseek (10,000 images) | rclip "
-        f"({cold['rclip_index_images']} images) | rclip / photoseek |",
-        "|---|---:|---:|---:|",
-        f"| wall time | {cold['photoseek_median_s']:.3f} s | {cold['rclip_median_s']:.3f} s "
-        f"| {cold['ratio_rclip_over_photoseek']:.2f}x |",
+        *table(cold_header, "lrrr", [cold_row]),
         "",
-        "| Warm search (library API), vectors | index | p50 | p95 | recall@10 |",
-        "|---:|---|---:|---:|---:|",
-    ]
-    for row in result["warm"]:
-        probe = f" (nprobe {row['nprobe']})" if row["nprobe"] else ""
-        lines.append(
-            f"| {row['vectors']:,} | {row['index']}{probe} | {row['p50_ms']:.2f} ms "
-            f"| {row['p95_ms']:.2f} ms | {row['recall_at_10']:.3f} |"
-        )
-    engine, rerank = result["engine"], result["rerank"]
-    lines += [
+        *table(warm_header, "rlrrr", warm_rows),
         "",
         f"Rerank, warm (`photoseek-shapes` model with its ITM head, 240-image gallery): a text "
         f"query reranking the ITC top-32 p50 {rerank['rerank32_query_p50_ms']:.1f} ms, p95 "
@@ -309,9 +313,7 @@ def main() -> None:
     args = parser.parse_args()
     paths = Paths(args.cache)
     os.environ.update(HF_HUB_OFFLINE="1", XDG_CACHE_HOME=str(paths.xdg_cache))
-    ensure_photos(paths)
-    ensure_peer(paths)
-    ensure_checkpoint(paths.checkpoint, ARCH)
+    ensure_setup(paths)
     if args.only_rerank:
         print(json.dumps(warm_rerank(paths)))
         return
@@ -327,8 +329,7 @@ def main() -> None:
         result["warm"].append(warm_store(size))
         print(json.dumps(result["warm"][-1]), flush=True)
     result["markdown"] = markdown(result, "python bench/query_bench.py " + " ".join(sys.argv[1:]))
-    OUT_FILE.parent.mkdir(exist_ok=True)
-    OUT_FILE.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(OUT_FILE, result)
     print(result["markdown"])
 
 

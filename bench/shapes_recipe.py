@@ -32,29 +32,29 @@ import time
 from pathlib import Path
 
 import torch
+from lib import OUT_DIR
+from lib.tables import table, write_json
 
 from indexer.datasets import shapes_world as sw
-from indexer.training.loop import TrainOptions, TrainProgress, evaluate, load_trained, train
-
-OUT = Path(__file__).resolve().parent / "out"
+from indexer.training.loop import TrainProgress, train
+from indexer.training.metrics import evaluate
+from indexer.training.options import TrainOptions
+from indexer.training.trained import load_trained
 
 
 def markdown(report: dict) -> str:
-    lines = [
-        "| ranking | t2i R@1 | t2i R@5 | t2i R@10 | i2t R@1 | i2t R@5 | i2t R@10 | twin acc |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    header = ["ranking", "t2i R@1", "t2i R@5", "t2i R@10", "i2t R@1", "i2t R@5", "i2t R@10"]
+    rows = []
     for name in report["t2i"]:
         t, i = report["t2i"][name], report["i2t"][name]
         twin = report["twin_accuracy"].get(name, float("nan"))
-        lines.append(
-            f"| {name} | {t['R@1']:.1f} | {t['R@5']:.1f} | {t['R@10']:.1f} | "
-            f"{i['R@1']:.1f} | {i['R@5']:.1f} | {i['R@10']:.1f} | {twin:.1f} |"
+        rows.append(
+            [name, *(f"{s[k]:.1f}" for s in (t, i) for k in ("R@1", "R@5", "R@10")), f"{twin:.1f}"]
         )
-    return "\n".join(lines)
+    return "\n".join(table([*header, "twin acc"], "llllllll", rows))
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=Path("/tmp/photoseek-shapes"))
     parser.add_argument("--train-groups", type=int, default=5000)
@@ -89,50 +89,54 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--head", default="{}", help="ItmConfig overrides, as JSON")
     parser.add_argument("--tag", default="")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("indexer").setLevel(logging.INFO)
-    torch.set_num_threads(args.threads)
+    return parser.parse_args(argv)
+
+
+def run_name(args: argparse.Namespace) -> str:
+    """The run's folder name under the cache's runs/: every setting that changes the model."""
     run = f"g{args.train_groups}_e{args.epochs}_b{args.batch_size}_s{args.seed}{args.tag}"
     if args.pretrain_listings:
         run += f"_frozen_on_listings{args.pretrain_listings}"
-    times = {}
+    return run
 
-    started = time.perf_counter()
+
+def generate(args: argparse.Namespace) -> Path:
+    """Stage 1: the dataset folder, written once per size and seed."""
     data = args.cache / f"data_g{args.train_groups}_t{args.test_groups}_s{args.seed}"
     if not (data / "test.jsonl").exists():
         sw.write_dataset(
             data, train_groups=args.train_groups, test_groups=args.test_groups, seed=args.seed
         )
-    rows = sw.read_train(data / "train.jsonl")
-    times["generate_s"] = time.perf_counter() - started
+    return data
 
-    def report(p: TrainProgress) -> None:
-        if p.step % 50 == 0 or p.step == p.steps:
-            print(
-                f"epoch {p.epoch} step {p.step}/{p.steps} itc {p.itc_loss:.3f} "
-                f"itm {p.itm_loss:.3f} {p.images_per_s:.0f} img/s",
-                flush=True,
-            )
 
-    model = None
-    if args.pretrain_listings:
-        started = time.perf_counter()
-        listings = sw.listings([r.caption for r in rows], args.seed)
-        pretrain_run = f"listings_g{args.train_groups}_e{args.pretrain_listings}_s{args.seed}"
-        pretrained = train(
-            [(str(data / r.image), text) for r, text in zip(rows, listings, strict=True)],
-            args.cache / "runs" / pretrain_run,
-            epochs=args.pretrain_listings,
-            seed=args.seed,
-            batch_size=args.batch_size,
-            options=TrainOptions(lr=args.lr, itm_weight=0.0),
-            progress=report,
+def report(p: TrainProgress) -> None:
+    if p.step % 50 == 0 or p.step == p.steps:
+        print(
+            f"epoch {p.epoch} step {p.step}/{p.steps} itc {p.itc_loss:.3f} "
+            f"itm {p.itm_loss:.3f} {p.images_per_s:.0f} img/s",
+            flush=True,
         )
-        model = f"local-dir:{pretrained.out_dir}"
-        times["pretrain_s"] = time.perf_counter() - started
 
-    started = time.perf_counter()
+
+def pretrain_on_listings(args: argparse.Namespace, data: Path, rows: list) -> str:
+    """A plain dual encoder (ITC alone, random batches) on listing captions; its model name."""
+    listings = sw.listings([r.caption for r in rows], args.seed)
+    pretrain_run = f"listings_g{args.train_groups}_e{args.pretrain_listings}_s{args.seed}"
+    pretrained = train(
+        [(str(data / r.image), text) for r, text in zip(rows, listings, strict=True)],
+        args.cache / "runs" / pretrain_run,
+        epochs=args.pretrain_listings,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        options=TrainOptions(lr=args.lr, itm_weight=0.0),
+        progress=report,
+    )
+    return f"local-dir:{pretrained.out_dir}"
+
+
+def train_recipe(args: argparse.Namespace, data: Path, rows: list, model: str | None):
+    """Stage 2: towers and head jointly, or the head alone on a pretrained model's towers."""
     options = TrainOptions(
         lr=args.lr,
         itm_weight=args.itm_weight,
@@ -141,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         itc_group_negatives=args.itc_group_negatives,
         head=json.loads(args.head),
     )
-    result = train(
+    return train(
         [(str(data / r.image), r.caption, r.negatives) for r in rows],
-        args.cache / "runs" / run,
+        args.cache / "runs" / run_name(args),
         model=model,
         lock_image=model is not None,
         lock_text=model is not None,
@@ -154,25 +158,47 @@ def main(argv: list[str] | None = None) -> int:
         options=options,
         progress=report,
     )
-    times["train_s"] = time.perf_counter() - started
 
-    started = time.perf_counter()
-    trained = load_trained(result.out_dir)
+
+def evaluate_recipe(out_dir: Path, data: Path) -> dict:
+    """Stage 3: ITC alone and reranked, on the held-out twin groups."""
+    trained = load_trained(out_dir)
     test = sw.read_test(data / "test.jsonl")
-    scores = evaluate(
+    return evaluate(
         trained,
         [(data / r.image, r.caption) for r in test],
         twin_groups=[r.group for r in test],
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("indexer").setLevel(logging.INFO)
+    torch.set_num_threads(args.threads)
+    times = {}
+
+    started = time.perf_counter()
+    data = generate(args)
+    rows = sw.read_train(data / "train.jsonl")
+    times["generate_s"] = time.perf_counter() - started
+    model = None
+    if args.pretrain_listings:
+        started = time.perf_counter()
+        model = pretrain_on_listings(args, data, rows)
+        times["pretrain_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    result = train_recipe(args, data, rows, model)
+    times["train_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    scores = evaluate_recipe(result.out_dir, data)
     times["evaluate_s"] = time.perf_counter() - started
     times["total_s"] = sum(times.values())
 
-    table = markdown(scores)
-    print(table)
+    print(markdown(scores))
     print(" | ".join(f"{k} {v:.0f}" for k, v in times.items()))
-    OUT.mkdir(exist_ok=True)
     record = {
-        "run": run,
+        "run": run_name(args),
         "args": {k: str(v) for k, v in vars(args).items()},
         "times": times,
         "alpha": result.alpha,
@@ -182,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "torch": torch.__version__,
     }
-    (OUT / "shapes_recipe.json").write_text(json.dumps(record, indent=2))
+    write_json(OUT_DIR / "shapes_recipe.json", record)
     return 0
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from indexer.errors import BadInput, UnreadableImage, WeightsUnavailable
 from indexer.media import decode as decoding
 from indexer.media.discovery import FoundFile, WalkOptions, extension, walk_all
+from indexer.media.exif import PhotoInfo
 from indexer.models.embedder import ImageEmbedder
 from indexer.models.loading import (
     DEFAULT_MODEL,
@@ -90,6 +91,10 @@ class Progress:
     total: int
 
 
+# What embedding one file yields: its vector and, with an ITM head, its tokens.
+_Output = tuple[np.ndarray, np.ndarray | None]
+
+
 @dataclass
 class _Job:
     found: FoundFile
@@ -98,6 +103,10 @@ class _Job:
     decoded: decoding.Decoded | None = None
     error: str | None = None
     reuse: bool = False  # the vector comes from a byte-identical file
+
+    def output_in(self, found: dict[bytes, _Output]) -> _Output | None:
+        """The vector and tokens `found` holds for this file's bytes, if any."""
+        return None if self.content_hash is None else found.get(self.content_hash)
 
 
 @dataclass
@@ -309,9 +318,9 @@ class _Embedding:
             check_model(self.catalog, loaded.identity)
         return loaded
 
-    def _embed(self, jobs: list[_Job]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    def _embed(self, jobs: list[_Job]) -> list[_Output]:
         if self._embedder is None:
-            loaded = self._model.result()
+            loaded = self.loaded_model()
             if loaded.image_size != self.image_size:
                 raise WeightsUnavailable(
                     f"{self.spec} takes {loaded.image_size}px input, its config said "
@@ -321,19 +330,22 @@ class _Embedding:
             if self.record is None:
                 self.record = ModelRecord(loaded.identity, loaded.dim, loaded.image_size)
                 self.catalog.set_meta("model", self.record.to_json())
-        vectors, tokens = self._embedder.with_tokens(np.stack([j.decoded.pixels for j in jobs]))
+        pixels = [j.decoded.pixels for j in jobs if j.decoded is not None]  # all, by the caller
+        vectors, tokens = self._embedder.with_tokens(np.stack(pixels))
         return [(v, None if tokens is None else tokens[i]) for i, v in enumerate(vectors)]
 
     def _commit(self, embedded: list[_Job], other: list[_Job]) -> int:
         if not embedded and not other:
             return 0
         outputs = self._embed(embedded) if embedded else []
-        hashes = {job.content_hash for job in other if job.reuse}
+        # Only an unreadable file has no hash: every embedded or reused job has one.
+        hashes = {job.content_hash for job in other if job.reuse and job.content_hash is not None}
         reusable = self.catalog.vectors_by_hash(hashes)
         for job, output in zip(embedded, outputs, strict=True):
-            reusable.setdefault(job.content_hash, output)
+            if job.content_hash is not None:
+                reusable.setdefault(job.content_hash, output)
         rows = [self._row(job, output) for job, output in zip(embedded, outputs, strict=True)]
-        rows += [self._row(job, reusable.get(job.content_hash)) for job in other]
+        rows += [self._row(job, job.output_in(reusable)) for job in other]
         self.catalog.write_batch(rows, [j.replaces for j in embedded + other if j.replaces])
         with self.lock:
             self.known_hashes.update(reusable)
@@ -349,14 +361,14 @@ class _Embedding:
                 self.summary.added += 1
         return len(rows)
 
-    def _row(self, job: _Job, output: tuple[np.ndarray, np.ndarray | None] | None) -> NewImage:
+    def _row(self, job: _Job, output: _Output | None) -> NewImage:
         found, decoded = job.found, job.decoded
         vector, tokens = output if output is not None else (None, None)
         error = job.error
         if error is None and vector is None:
             error = "same bytes as a file that failed to decode"
         info = decoded.info if decoded else None
-        if job.reuse and vector is not None:
+        if job.reuse and vector is not None and job.content_hash is not None:
             info = self._reused_info(job.content_hash)
         return NewImage(
             path=found.path,
@@ -373,11 +385,11 @@ class _Embedding:
             error=error,
         )
 
-    def _reused_info(self, content_hash: bytes) -> decoding.PhotoInfo | None:
+    def _reused_info(self, content_hash: bytes) -> PhotoInfo | None:
         row = self.catalog.row_by_hash(content_hash)
         if row is None or row.status == ERROR:
             return None
-        return decoding.PhotoInfo(
+        return PhotoInfo(
             row.width or 0, row.height or 0, row.taken_at, row.camera_make, row.camera_model
         )
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, or_, select
 
 from indexer.errors import BadInput
-from indexer.store.catalog import OK, Catalog, images
+from indexer.store.catalog import OK, Catalog, images, path_under
 
 
 @dataclass(frozen=True)
@@ -58,11 +58,7 @@ class Filters:
             model = func.lower(func.coalesce(images.c.camera_model, ""))
             clauses.append(make.like(text) | model.like(text) | (make + " " + model).like(text))
         if self.under:
-            prefixes = [os.fsencode(os.path.abspath(p)).rstrip(b"/") for p in self.under]
-            clauses.append(
-                _any([(images.c.path >= p + b"/") & (images.c.path < p + b"0") for p in prefixes]
-                     + [images.c.path == p for p in prefixes])
-            )  # fmt: skip
+            clauses.append(or_(*(path_under(os.fsencode(os.path.abspath(p))) for p in self.under)))
         query = select(images.c.id, images.c.path).where(and_(*clauses)).order_by(images.c.id)
         with catalog.engine.connect() as conn:
             rows = conn.execute(query).all()
@@ -80,13 +76,6 @@ def parse_date(text: str) -> str:
     except ValueError:
         raise BadInput(f"malformed date {text!r}: use YYYY, YYYY-MM, YYYY-MM-DD or an ISO "
                        "date-time") from None  # fmt: skip
-
-
-def _any(clauses: list) -> object:  # noqa: ANN001 - SQLAlchemy boolean clauses
-    result = clauses[0]
-    for clause in clauses[1:]:
-        result = result | clause
-    return result
 
 
 def _glob_match(path: bytes, pattern: str) -> bool:

@@ -33,7 +33,8 @@ class Term:
 def parse_terms(words: Sequence[str], images: Sequence[str] = ()) -> list[Term]:
     """Terms from the command's words and its --image paths."""
     terms: list[Term] = []
-    sign, current = 1.0, []
+    current: list[str] = []  # the words of the term being read
+    sign = 1.0
 
     def flush() -> None:
         if current:
@@ -81,13 +82,13 @@ def combine(
     encode_images: Callable[[list[bytes]], np.ndarray],
 ) -> np.ndarray:
     """The query vector: normalised weighted sum of the terms' embeddings."""
-    texts = [t for t in terms if t.text is not None]
-    images = [t for t in terms if t.image is not None]
+    texts = [(t.text, t.weight) for t in terms if t.text is not None]
+    images = [(t.image, t.weight) for t in terms if t.image is not None]
     parts = []
     if texts:
-        parts.append(encode_texts([t.text for t in texts]) * _weights(texts))
+        parts.append(encode_texts([text for text, _ in texts]) * _weights(texts))
     if images:
-        parts.append(encode_images([t.image for t in images]) * _weights(images))
+        parts.append(encode_images([image for image, _ in images]) * _weights(images))
     vector = np.sum(np.concatenate(parts), axis=0)
     norm = np.linalg.norm(vector)
     if norm < 1e-6:
@@ -95,5 +96,6 @@ def combine(
     return (vector / norm).astype(np.float32)
 
 
-def _weights(terms: Sequence[Term]) -> np.ndarray:
-    return np.array([[t.weight] for t in terms], dtype=np.float32)
+def _weights(terms: Sequence[tuple[object, float]]) -> np.ndarray:
+    """The terms' weights as a column, to scale their embeddings' rows."""
+    return np.array([[weight] for _, weight in terms], dtype=np.float32)

@@ -1,4 +1,4 @@
-"""Decode image bytes into model-ready RGB pixels plus the metadata the catalog keeps.
+"""Decode image bytes into model-ready RGB pixels, with the metadata `exif` reads from them.
 
 Fast path: JPEGs are decoded at reduced size (DCT scaling via Pillow's draft mode) close to the
 model's input, since full decoding of a 4-15 MP photo dominates indexing on a small CPU; at 1/8
@@ -15,13 +15,13 @@ import io
 import logging
 import struct
 from dataclasses import dataclass
-from datetime import datetime
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from indexer.errors import UnreadableImage
 from indexer.media.discovery import RAW_EXTENSIONS
+from indexer.media.exif import PhotoInfo, needs_orienting, photo_info
 from indexer.media.jpeg_scans import eighth_scale_scans
 
 log = logging.getLogger(__name__)
@@ -29,9 +29,6 @@ log = logging.getLogger(__name__)
 # Refuse larger images before decoding: Pillow's own hard limit, read here, never changed.
 MAX_PIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
 
-_EXIF_IFD = 0x8769
-_TAG_MAKE, _TAG_MODEL, _TAG_DATETIME, _TAG_DATETIME_ORIGINAL = 271, 272, 306, 36867
-_TAG_ORIENTATION = 0x0112
 # (format, mode) pairs that libvips decodes at reduced size (see `_vips_scaled`).
 _VIPS_SCALED = frozenset({("WEBP", "RGB"), ("WEBP", "RGBA"), ("PNG", "RGB"), ("PNG", "RGBA")})
 _REDUCIBLE_MODES = frozenset({"RGB", "RGBA", "RGBX", "L", "LA", "CMYK", "I", "F", "I;16"})
@@ -44,17 +41,6 @@ _DECODE_ERRORS = (
     IndexError,
     Image.DecompressionBombError,
 )
-
-
-@dataclass(frozen=True)
-class PhotoInfo:
-    """Metadata stored per image: oriented size, EXIF date taken and camera."""
-
-    width: int
-    height: int
-    taken_at: str | None  # ISO 8601, local time as the camera wrote it
-    camera_make: str | None
-    camera_model: str | None
 
 
 @dataclass(frozen=True)
@@ -77,7 +63,7 @@ def decode(data: bytes, ext: str, size: int) -> Decoded:
     """Decode a file's bytes (ext: lower-case extension) into `size`×`size` model input."""
     image, full_size = _open_any(data, ext, size)
     try:
-        info = _photo_info(image, full_size)
+        info = photo_info(image, full_size)
         return Decoded(model_input(_oriented_rgb(_shrink(image, size)), size), info)
     except _DECODE_ERRORS as e:
         raise UnreadableImage(_reason(e)) from None
@@ -106,7 +92,7 @@ def _shrink(image: Image.Image, size: int) -> Image.Image:
 
 
 def _oriented_rgb(image: Image.Image) -> Image.Image:
-    if image.getexif().get(_TAG_ORIENTATION, 1) in range(2, 9):
+    if needs_orienting(image):
         image = ImageOps.exif_transpose(image)
     return to_rgb(image)
 
@@ -120,7 +106,7 @@ def _open_any(data: bytes, ext: str, draft_to: int | None) -> tuple[Image.Image,
 def _open(data: bytes, draft_to: int | None) -> tuple[Image.Image, tuple[int, int]]:
     _register_plugins()
     try:
-        image = Image.open(io.BytesIO(data))
+        image: Image.Image = Image.open(io.BytesIO(data))
         width, height = image.size
         if width * height > MAX_PIXELS:
             raise UnreadableImage(
@@ -129,7 +115,7 @@ def _open(data: bytes, draft_to: int | None) -> tuple[Image.Image, tuple[int, in
         if draft_to and image.format == "JPEG":
             image = _jpeg_draft(image, data, draft_to)
         factor = min(width, height) // (3 * draft_to) if draft_to else 0
-        if factor >= 2 and (image.format, image.mode) in _VIPS_SCALED:
+        if factor >= 2 and image.format and (image.format, image.mode) in _VIPS_SCALED:
             scaled = _vips_scaled(data, image.format, factor, image.info)
             if scaled is not None:
                 return scaled, (width, height)
@@ -210,7 +196,7 @@ def _raw_preview(data: bytes) -> tuple[Image.Image, tuple[int, int]]:
         raise UnreadableImage(f"RAW file without a usable preview ({type(e).__name__})") from None
     except _DECODE_ERRORS as e:
         raise UnreadableImage(_reason(e)) from None
-    if thumb.format == rawpy.ThumbFormat.BITMAP:
+    if isinstance(thumb.data, np.ndarray):  # a BITMAP preview; a JPEG one comes as bytes
         return Image.fromarray(thumb.data), sensor
     return _open(bytes(thumb.data), None)[0], sensor
 
@@ -249,40 +235,6 @@ def model_input(image: Image.Image, size: int) -> np.ndarray:
     resized = image.resize(new, Image.Resampling.BICUBIC, reducing_gap=3.0)
     left, top = round((new[0] - size) / 2), round((new[1] - size) / 2)
     return np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)
-
-
-def _photo_info(image: Image.Image, full_size: tuple[int, int]) -> PhotoInfo:
-    exif = image.getexif()
-    width, height = full_size
-    if exif.get(_TAG_ORIENTATION) in (5, 6, 7, 8):  # rotated 90°: the oriented picture is portrait
-        width, height = height, width
-    sub = exif.get_ifd(_EXIF_IFD)
-    return PhotoInfo(
-        width=width,
-        height=height,
-        taken_at=_exif_date(sub.get(_TAG_DATETIME_ORIGINAL) or exif.get(_TAG_DATETIME)),
-        camera_make=_exif_text(exif.get(_TAG_MAKE)),
-        camera_model=_exif_text(exif.get(_TAG_MODEL)),
-    )
-
-
-def _exif_text(value: object) -> str | None:
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    if not isinstance(value, str):
-        return None
-    text = value.replace("\x00", "").strip()
-    return text or None
-
-
-def _exif_date(value: object) -> str | None:
-    text = _exif_text(value)
-    if not text:
-        return None
-    try:
-        return datetime.strptime(text[:19], "%Y:%m:%d %H:%M:%S").isoformat()
-    except ValueError:
-        return None
 
 
 def _reason(error: BaseException) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from indexer.models.loading import LoadedModel
+from indexer.models.pixels import standardise
 
 
 class ImageEmbedder:
@@ -15,9 +16,6 @@ class ImageEmbedder:
 
         self._torch = torch
         self.loaded = loaded
-        shape = (1, 3, 1, 1)
-        self._mean = torch.tensor(loaded.mean, device=loaded.device).view(shape) * 255.0
-        self._std = torch.tensor(loaded.std, device=loaded.device).view(shape) * 255.0
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         return self.with_tokens(pixels)[0]
@@ -25,16 +23,16 @@ class ImageEmbedder:
     def with_tokens(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Embeddings [B, D], and the ITM head's stored tokens [B, P', d] fp16 if it has one."""
         torch = self._torch
-        head = self.loaded.head
+        loaded, head = self.loaded, self.loaded.head
         with torch.inference_mode():
-            x = torch.from_numpy(pixels).to(self.loaded.device).permute(0, 3, 1, 2).float()
-            x = ((x - self._mean) / self._std).to(self.loaded.dtype)
+            x = torch.from_numpy(pixels).to(loaded.device).permute(0, 3, 1, 2)
+            x = standardise(x, loaded.mean, loaded.std).to(loaded.dtype)
             if head is None:
-                features, tokens = self.loaded.model.encode_image(x), None
+                features, tokens = loaded.model.encode_image(x), None
             else:
                 from indexer.models.itm_head import image_features_and_tokens
 
-                features, patches = image_features_and_tokens(self.loaded.model, x)
+                features, patches = image_features_and_tokens(loaded.model, x)
                 tokens = head.compact_image_tokens(patches, features).to(torch.float16)
                 tokens = tokens.cpu().numpy()
             features = torch.nn.functional.normalize(features.float(), dim=-1)

@@ -34,6 +34,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from indexer.errors import BadInput
+from indexer.models.attention import attend, self_attention
+from indexer.models.text_forward import OpenClipModel, trimmed_text_forward
+from indexer.models.text_tokens import real_tokens, trim_padding
 
 
 @dataclass(frozen=True)
@@ -86,30 +89,10 @@ class _CrossAttention(nn.Module):
         self.proj = nn.Linear(width, width)
 
     def forward(self, x: torch.Tensor, image: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        n, t, w = x.shape
-        m, p, _ = image.shape
-        h = self.heads
-        q = self.q(x).view(n, t, h, w // h).transpose(1, 2)
-        k, v = self.kv(image).view(m, p, 2, h, w // h).permute(2, 0, 3, 1, 4).unbind(0)
-        # index_select, not k[index]: its backward (index_add_) is far faster on CPU than
+        # index_select, not kv[index]: its backward (index_add_) is far faster on CPU than
         # advanced indexing's (an accumulating index_put).
-        k, v = k.index_select(0, index), v.index_select(0, index)
-        out = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(out.transpose(1, 2).reshape(n, t, w))
-
-
-def _self_attention(
-    attn: nn.MultiheadAttention, x: torch.Tensor, pad: torch.Tensor
-) -> torch.Tensor:
-    """`attn` over batch-first `x`, ignoring keys where `pad` is True.
-
-    The module's own forward bakes the example's length into an exported ONNX graph; this
-    computes the same with shapes read from the input, so the head exports with any length.
-    """
-    q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-    q, k, v = (t.unflatten(-1, (attn.num_heads, -1)).transpose(1, 2) for t in (q, k, v))
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=~pad[:, None, None, :])
-    return attn.out_proj(out.transpose(1, 2).flatten(2))
+        k, v = self.kv(image).index_select(0, index).chunk(2, dim=-1)
+        return self.proj(attend(self.q(x), k, v, self.heads))
 
 
 class _FusionBlock(nn.Module):
@@ -128,13 +111,18 @@ class _FusionBlock(nn.Module):
     def forward(
         self, x: torch.Tensor, pad: torch.Tensor, image: torch.Tensor, index: torch.Tensor
     ) -> torch.Tensor:
-        x = x + _self_attention(self.self_attn, self.ln_self(x), pad)
+        # The module's own forward would bake the example's length into an exported graph.
+        x = x + self_attention(self.self_attn, self.ln_self(x), ~pad[:, None, None, :])
         x = x + self.cross_attn(self.ln_cross(x), image, index)
         return x + self.mlp(self.ln_mlp(x))
 
 
 class ItmHead(nn.Module):
     """Scores (text tokens, stored image tokens) pairs with one match logit each."""
+
+    platt: torch.Tensor
+    token_text: nn.Linear  # these two with `late_interaction` only
+    token_scale: nn.Parameter
 
     def __init__(self, config: ItmConfig) -> None:
         super().__init__()
@@ -253,7 +241,7 @@ def fit_platt(logits: torch.Tensor, labels: torch.Tensor, steps: int = 200) -> t
 
 
 @contextmanager
-def _tokens_on(module: nn.Module) -> Iterator[None]:
+def _tokens_on(module: Any) -> Iterator[None]:
     """Make an open_clip tower also return its tokens, for the duration of the block."""
     before = module.output_tokens
     module.output_tokens = True
@@ -263,7 +251,9 @@ def _tokens_on(module: nn.Module) -> Iterator[None]:
         module.output_tokens = before
 
 
-def image_features_and_tokens(model: nn.Module, images: torch.Tensor):
+def image_features_and_tokens(
+    model: OpenClipModel, images: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """ITC embeddings [B, E] (unnormalised) and patch tokens [B, P, Di] from one forward pass."""
     visual = model.visual
     if not hasattr(visual, "output_tokens"):
@@ -273,7 +263,9 @@ def image_features_and_tokens(model: nn.Module, images: torch.Tensor):
     return pooled, tokens
 
 
-def text_features_and_tokens(model: nn.Module, text: torch.Tensor):
+def text_features_and_tokens(
+    model: OpenClipModel, text: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """ITC embeddings [B, E] (unnormalised), token features [B, T, Dt] and mask [B, T].
 
     For CLIP's built-in causal text tower the ids are cut after the longest caption's end
@@ -286,24 +278,12 @@ def text_features_and_tokens(model: nn.Module, text: torch.Tensor):
         length = tokens.shape[1]
         text = text[:, :length]
     else:
-        length = int(text.argmax(dim=-1).max()) + 1
-        text = text[:, :length]
-        cast = model.transformer.get_cast_dtype()
-        x = model.token_embedding(text).to(cast) + model.positional_embedding[:length].to(cast)
-        x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
-        tokens = model.ln_final(x)
-        pooled = tokens[torch.arange(tokens.shape[0]), text.argmax(dim=-1)]
-        if isinstance(model.text_projection, nn.Linear):
-            pooled = model.text_projection(pooled)
-        elif model.text_projection is not None:
-            pooled = pooled @ model.text_projection
-    # Real tokens run up to the end token (the largest id); pad id 0 follows it.
-    end = text.argmax(dim=-1, keepdim=True)
-    mask = torch.arange(text.shape[1], device=text.device)[None, :] <= end
-    return pooled, tokens, mask
+        text = trim_padding(text)
+        pooled, tokens = trimmed_text_forward(model, text)
+    return pooled, tokens, real_tokens(text)
 
 
-def head_config_for(model: nn.Module, **overrides: Any) -> ItmConfig:
+def head_config_for(model: OpenClipModel, **overrides: Any) -> ItmConfig:
     """An `ItmConfig` sized to an open_clip model's towers."""
     visual = model.visual
     grid = visual.grid_size[0] if hasattr(visual, "grid_size") else None

@@ -13,7 +13,6 @@ loaded model. Accepted forms:
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import json
 import logging
@@ -25,8 +24,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from indexer.atomic import replacing
 from indexer.errors import BadModelSpec, WeightsUnavailable
 from indexer.locations import cache_dir, data_dir
+from indexer.models.fingerprints import cache_key, checkpoint_fingerprint
 from indexer.models.model_files import HEAD_FILE
 
 if TYPE_CHECKING:
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "ViT-B-32:laion2b_s34b_b79k"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _HUB_HOST = "huggingface.co"
-_FINGERPRINT_SPAN = 4 << 20  # bytes hashed at each end of a checkpoint
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ class ModelSpec:
         if self.kind == "hf-hub":
             return ModelIdentity(str(self), str(self), "hub")
         checkpoint = self.weights if self.kind == "file" else _dir_checkpoint(Path(self.name))
-        return ModelIdentity(str(self), self.name, _fingerprint(Path(checkpoint)))
+        return ModelIdentity(str(self), self.name, checkpoint_fingerprint(Path(checkpoint)))
 
 
 @dataclass
@@ -147,21 +147,6 @@ def _dir_checkpoint(folder: Path) -> str:
         if (folder / name).is_file():
             return str(folder / name)
     raise WeightsUnavailable(f"{folder}: no open_clip_model.safetensors in the model folder")
-
-
-def _fingerprint(path: Path) -> str:
-    """A content fingerprint of a checkpoint: its size and both ends, hashed."""
-    try:
-        size = path.stat().st_size
-        digest = hashlib.blake2b(str(size).encode(), digest_size=12)
-        with path.open("rb") as f:
-            digest.update(f.read(_FINGERPRINT_SPAN))
-            if size > 2 * _FINGERPRINT_SPAN:
-                f.seek(-_FINGERPRINT_SPAN, os.SEEK_END)
-                digest.update(f.read())
-    except OSError as e:
-        raise WeightsUnavailable(f"checkpoint {path}: {e.strerror or e}") from None
-    return "file:" + digest.hexdigest()
 
 
 @functools.cache
@@ -379,21 +364,15 @@ def _create_image_only(spec: ModelSpec, dtype: torch.dtype) -> tuple[Any, Any] |
 
 def _image_tower_cache(spec: ModelSpec, dtype: torch.dtype) -> Path:
     identity = spec.identity()
-    text = f"{identity.architecture}\0{identity.weights}\0{dtype}"
-    key = hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+    key = cache_key(identity.architecture, identity.weights, dtype)
     return cache_dir() / "image-towers" / f"{key}.pt"
 
 
 def _save_atomically(state: dict[str, torch.Tensor], target: Path) -> None:
     import torch
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
+    with replacing(target) as tmp:
         torch.save({k: v.contiguous() for k, v in state.items()}, tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _image_tower_state(path: str) -> dict[str, torch.Tensor]:

@@ -7,13 +7,13 @@ for any other encoder is refused.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from indexer.errors import ModelMismatch
+from indexer.models.fingerprints import weights_fingerprint
 
 if TYPE_CHECKING:  # torch loads only where a model is saved or loaded
     import torch
@@ -27,15 +27,6 @@ MODEL_WEIGHTS = "open_clip_model.safetensors"
 MODEL_CONFIG = "open_clip_config.json"
 
 
-def encoder_fingerprint(model: nn.Module) -> str:
-    """A hash of the dual encoder's weights, which a head records to refuse other encoders."""
-    digest = hashlib.blake2b(digest_size=16)
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
 def _cpu_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
 
@@ -46,7 +37,7 @@ def save_model_folder(
     """Write the dual encoder and its head to `out`; returns the encoder's fingerprint."""
     from safetensors.torch import save_file
 
-    fingerprint = encoder_fingerprint(clip)
+    fingerprint = weights_fingerprint(clip)
     save_file(_cpu_tensors(clip), str(out / MODEL_WEIGHTS))
     config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess}
     (out / MODEL_CONFIG).write_text(json.dumps(config, indent=2))
@@ -70,7 +61,7 @@ def load_head(path: str | os.PathLike[str], encoder: nn.Module, device: str = "c
 
     folder = Path(path)
     meta = json.loads((folder / HEAD_FILE).read_text())
-    if meta["encoder_fingerprint"] != encoder_fingerprint(encoder):
+    if meta["encoder_fingerprint"] != weights_fingerprint(encoder):
         raise ModelMismatch(
             f"the ITM head in {folder} was trained with another dual encoder "
             f"(fingerprint {meta['encoder_fingerprint']}); retrain it for this model"

@@ -17,6 +17,7 @@ import numpy as np
 from sqlalchemy import (
     BigInteger,
     Column,
+    ColumnElement,
     Connection,
     Engine,
     Float,
@@ -143,6 +144,17 @@ class NewImage:
     tokens: np.ndarray | None = None  # the ITM head's stored form, fp16
 
 
+def path_under(prefix: bytes) -> ColumnElement[bool]:
+    """The clause for "the image's path is `prefix` (a file) or lies below it (a folder)".
+
+    A range on the bytes, not LIKE: the unique index on path serves it, and no byte of a name
+    acts as a wildcard. Everything below `folder/` sorts before `folder0`, "0" being "/" + 1.
+    """
+    folder = prefix.rstrip(b"/")
+    below = (images.c.path >= folder + b"/") & (images.c.path < folder + b"0")
+    return (images.c.path == prefix) | below
+
+
 def _create_v1(conn: Connection) -> None:
     metadata.create_all(conn, tables=[meta, roots, images, embeddings])
 
@@ -236,12 +248,7 @@ class Catalog:
         """Rows whose path is a prefix (a root directory or file) or lies below one."""
         with self.engine.connect() as conn:
             for prefix in prefixes:
-                below = prefix.rstrip(b"/") + b"/"
-                query = select(images).where(
-                    (images.c.path == prefix)
-                    | ((images.c.path >= below) & (images.c.path < below[:-1] + b"0"))
-                )
-                for row in conn.execute(query):
+                for row in conn.execute(select(images).where(path_under(prefix))):
                     yield ImageRow(*row)
 
     def all_rows(self, status: str | None = None) -> list[ImageRow]:
@@ -310,7 +317,7 @@ class Catalog:
     def write_batch(self, new: list[NewImage], replaced_ids: Iterable[int] = ()) -> list[int]:
         """Insert a batch of files (and drop the rows they replace) in one transaction."""
         now = time.time()
-        ids = []
+        ids: list[int] = []
         with self.engine.begin() as conn:
             gone = list(replaced_ids)
             if gone:
@@ -330,7 +337,8 @@ class Catalog:
                     "error": item.error,
                     "indexed_at": now,
                 }
-                image_id = conn.execute(insert(images).values(**values)).inserted_primary_key[0]
+                # An INTEGER PRIMARY KEY is SQLite's rowid: lastrowid is the new row's id.
+                image_id = conn.execute(insert(images).values(**values)).lastrowid
                 ids.append(image_id)
                 if item.vector is not None:
                     blob = np.ascontiguousarray(item.vector, dtype=np.float32).tobytes()
@@ -396,11 +404,15 @@ class Catalog:
         return len(new)
 
     def text_corpus(self) -> tuple[np.ndarray, list[str], np.ndarray]:
-        """Every corpus entry: ids, texts and vectors [n, d]."""
+        """Every corpus entry: ids, texts and vectors [n, d] ([0, 0] for an empty corpus)."""
         with self.engine.connect() as conn:
             rows = conn.execute(select(texts).order_by(texts.c.id)).all()
         ids = np.array([r.id for r in rows], dtype=np.int64)
-        vectors = np.stack([np.frombuffer(r.vector, np.float32) for r in rows]) if rows else None
+        vectors = (
+            np.stack([np.frombuffer(r.vector, np.float32) for r in rows])
+            if rows
+            else np.empty((0, 0), dtype=np.float32)
+        )
         return ids, [r.text for r in rows], vectors
 
     def texts_by_id(self, ids: list[int]) -> dict[int, str]:
@@ -413,7 +425,7 @@ class Catalog:
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(images.c.status, func.count()).group_by(images.c.status))
-            by_status = dict(rows.all())
+            by_status: dict[str, int] = {status: count for status, count in rows}
         return {"images": by_status.get(OK, 0), "errors": by_status.get(ERROR, 0)}
 
     def checkpoint(self) -> None:

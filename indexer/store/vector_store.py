@@ -8,13 +8,13 @@ atomically, so a crash at any point leaves a file that is merely stale, never co
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
 
+from indexer import atomic
 from indexer.store.catalog import Catalog
 
 log = logging.getLogger(__name__)
@@ -84,13 +84,7 @@ class VectorStore:
         if isinstance(self.index, faiss.IndexIDMap2 | faiss.IndexIDMap):
             ids = faiss.vector_to_array(self.index.id_map)
         else:
-            invlists = faiss.extract_index_ivf(self.index).invlists
-            parts = [
-                faiss.rev_swig_ptr(invlists.get_ids(k), invlists.list_size(k)).copy()
-                for k in range(invlists.nlist)
-                if invlists.list_size(k)
-            ]
-            ids = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+            ids = _ivf_ids(faiss.extract_index_ivf(self.index))
         return np.sort(ids.astype(np.int64))
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -100,7 +94,7 @@ class VectorStore:
 
     def remove(self, ids: np.ndarray) -> None:
         if len(ids):
-            self.index.remove_ids(ids.astype(np.int64))
+            self.index.remove_ids(faiss.IDSelectorBatch(ids.astype(np.int64)))
             self._gpu_index = None
 
     def search(
@@ -110,16 +104,17 @@ class VectorStore:
         queries = np.ascontiguousarray(queries, np.float32)
         if allowed is None:
             return self._search_index().search(queries, k)
+        # Held in a local until the search returns: `params.sel` is only a C++ pointer to it.
         selector = faiss.IDSelectorBatch(allowed.astype(np.int64))
         if isinstance(self.index, faiss.IndexIDMap2 | faiss.IndexIDMap):
-            params = faiss.SearchParameters(sel=selector)
+            params = faiss.SearchParameters()
         else:
             # A selective filter leaves few candidates per list: probe more lists, up to all.
             ivf = faiss.extract_index_ivf(self.index)
             share = max(len(allowed) / max(len(self), 1), 1e-9)
-            params = faiss.SearchParametersIVF(
-                sel=selector, nprobe=min(ivf.nlist, int(np.ceil(ivf.nprobe / share)))
-            )
+            params = faiss.SearchParametersIVF()
+            params.nprobe = min(ivf.nlist, int(np.ceil(ivf.nprobe / share)))
+        params.sel = selector
         return self.index.search(queries, k, params=params)
 
     def _search_index(self) -> faiss.Index:
@@ -131,18 +126,22 @@ class VectorStore:
         return self._gpu_index
 
     def save(self, directory: Path, filename: str = VECTORS_FILE) -> None:
-        """Write atomically: temp file, fsync, rename, fsync the directory."""
-        final = directory / filename
-        temp = directory / (filename + ".tmp")
-        faiss.write_index(self.index, str(temp))
-        with open(temp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(temp, final)
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        """Write atomically (`indexer.atomic`): a crash leaves the old file or the new one."""
+        with atomic.replacing(directory / filename) as temp:
+            faiss.write_index(self.index, str(temp))
+
+
+def _ivf_ids(ivf: faiss.IndexIVF) -> np.ndarray:
+    """The ids in an inverted file's lists, in list order."""
+    invlists = ivf.invlists
+    if invlists is None:  # an index whose lists were never attached holds nothing
+        return np.empty(0, dtype=np.int64)
+    parts = [
+        faiss.rev_swig_ptr(invlists.get_ids(k), invlists.list_size(k)).copy()
+        for k in range(invlists.nlist)
+        if invlists.list_size(k)
+    ]
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
 
 
 def sync(store: VectorStore, catalog: Catalog) -> tuple[VectorStore, bool]:

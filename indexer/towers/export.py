@@ -14,18 +14,20 @@ import re
 import shutil
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import onnx
 import open_clip
 import torch
 from open_clip.tokenizer import default_bpe
-from open_clip.transformer import ResidualAttentionBlock
 
+from indexer.atomic import fsync_file, replacing, write_text
 from indexer.errors import BadModelSpec
 from indexer.models.itm_head import ItmHead
+from indexer.models.text_forward import OpenClipModel, trimmable, trimmed_text_forward
 from indexer.towers.spec import (
     HEAD_INPUTS,
     IMAGE_INPUT,
@@ -49,89 +51,30 @@ _EXAMPLE_BATCH = 2
 _TOWER_FILE = re.compile(r"(text|image|head)-(?P<tag>[0-9a-f]{12})\.onnx(\.data)?")
 
 
-class _TextTower(torch.nn.Module):
-    """The text half of a CLIP model as a module: token ids to unnormalised embeddings."""
+class _Tower(torch.nn.Module):
+    """One tower of a CLIP model as a module to trace: `run(model, input)` over the whole model."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(
+        self, model: torch.nn.Module, run: Callable[[OpenClipModel, torch.Tensor], Any]
+    ) -> None:
         super().__init__()
         self.model = model
+        self.run = run
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_text(tokens, normalize=False)
-
-
-class _TrimmedTextTower(_TextTower):
-    """CLIP's encode_text over only the first L tokens (L = the longest text in the batch),
-    and the per-token features [B, L, width] the ITM head reads.
-
-    Under the causal mask the end-of-text token's features depend only on the tokens before
-    it, so the padding after it changes nothing but the cost: a short query runs ~8 positions
-    instead of 77, about 10x less work on the cold path.
-    """
-
-    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        m = self.model
-        length = tokens.shape[1]
-        x = m.token_embedding(tokens) + m.positional_embedding[:length]
-        mask = m.attn_mask[:length, :length]
-        for block in m.transformer.resblocks:
-            x = x + block.ls_1(_attention(block.attn, block.ln_1(x), mask))
-            x = x + block.ls_2(block.mlp(block.ln_2(x)))
-        features = m.ln_final(x)
-        x = features[torch.arange(x.shape[0]), tokens.argmax(dim=-1)]
-        projection = m.text_projection
-        pooled = projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
-        return pooled, features
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.run(self.model, x)
 
 
-def _attention(
-    attn: torch.nn.MultiheadAttention, x: torch.Tensor, mask: torch.Tensor
-) -> torch.Tensor:
-    """Batch-first self-attention with shapes taken from the input, so the length can vary.
-
-    nn.MultiheadAttention's own reshapes trace to the example's length as a constant.
-    """
-    heads = attn.num_heads
-    q, k, v = torch.nn.functional.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, -1)
-    q, k, v = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k, v))
-    out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(x.dtype))
-    return attn.out_proj(out.transpose(1, 2).flatten(2))
+def _unnormalised_text(model: OpenClipModel, tokens: torch.Tensor) -> torch.Tensor:
+    return model.encode_text(tokens, normalize=False)
 
 
-def _trimmable(model: torch.nn.Module) -> bool:
-    """Whether `model` is open_clip's built-in CLIP text tower: causal, argmax-pooled, plain
-    batch-first residual blocks (the structure _TrimmedTextTower re-traces)."""
-    if not isinstance(model, open_clip.CLIP):
-        return False
-    blocks = getattr(model.transformer, "resblocks", [])
-    return (
-        getattr(model, "text_pool_type", "argmax") == "argmax"
-        and getattr(model, "attn_mask", None) is not None
-        and getattr(model.transformer, "batch_first", False)
-        and all(
-            type(b) is ResidualAttentionBlock
-            and isinstance(b.attn, torch.nn.MultiheadAttention)
-            and b.attn.batch_first
-            and b.attn._qkv_same_embed_dim
-            and not hasattr(b, "ln_1_kv")
-            for b in blocks
-        )
-    )
-
-
-class _ImageTower(torch.nn.Module):
-    """The image half of a CLIP model as a module: pixels to unnormalised embeddings."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_image(pixels, normalize=False)
+def _unnormalised_image(model: OpenClipModel, pixels: torch.Tensor) -> torch.Tensor:
+    return model.encode_image(pixels, normalize=False)
 
 
 def export_towers(
-    model: torch.nn.Module,
+    model: OpenClipModel,
     out_dir: str | os.PathLike[str],
     head: ItmHead | None = None,
     alpha: float = 1.0,
@@ -159,7 +102,7 @@ def export_towers(
     pixels = torch.zeros(_EXAMPLE_BATCH, 3, image_cfg.size, image_cfg.size)
     tag = uuid.uuid4().hex[:12]
     text_file, image_file = f"text-{tag}.onnx", f"image-{tag}.onnx"
-    trim = _trimmable(twin)
+    trim = trimmable(twin)
     if head is not None and not trim:
         raise BadModelSpec(
             "the ITM head can only be served with open_clip's built-in CLIP text tower"
@@ -167,24 +110,16 @@ def export_towers(
     try:
         with torch.no_grad(), _mha_fastpath(False):
             embed_dim = int(twin.encode_text(tokens).shape[-1])
-            if trim:
-                axes = {TEXT_INPUT: {0: "batch", 1: "length"}, OUTPUT: {0: "batch"},
-                        TOKENS_OUTPUT: {0: "batch", 1: "length"}}  # fmt: skip
-                _export(_TrimmedTextTower(twin), (tokens,), [OUTPUT, TOKENS_OUTPUT], axes,
-                        out / text_file)  # fmt: skip
-            else:
-                axes = {TEXT_INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}
-                _export(_TextTower(twin), (tokens,), [OUTPUT], axes, out / text_file)
+            _export_text(twin, tokens, trim, out / text_file)
             axes = {IMAGE_INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}
-            _export(_ImageTower(twin), (pixels,), [OUTPUT], axes, out / image_file)
+            _export(_Tower(twin, _unnormalised_image), (pixels,), [OUTPUT], axes, out / image_file)
             rerank = None
             if head is not None:
                 rerank = _export_head(head, twin, alpha, out / f"head-{tag}.onnx")
         spec = TowersSpec(context_length, embed_dim, image_cfg, text_file, image_file, trim, rerank)
-        with _replacing(out / spec.vocab_file) as tmp:
+        with replacing(out / spec.vocab_file) as tmp:
             shutil.copyfile(default_bpe(), tmp)
-        with _replacing(out / TOWERS_FILE) as tmp:
-            tmp.write_text(spec.to_json(), encoding="utf-8")
+        write_text(out / TOWERS_FILE, spec.to_json())
     except BaseException:
         _remove_towers(out, lambda t: t == tag)
         raise
@@ -193,7 +128,7 @@ def export_towers(
     return out
 
 
-def _image_preprocess(model: torch.nn.Module) -> ImagePreprocess:
+def _image_preprocess(model: OpenClipModel) -> ImagePreprocess:
     """The model's eval image transform settings, with open_clip's defaults filled in.
 
     Raises BadModelSpec unless the transform is the one ``indexer.decode.model_input``
@@ -205,9 +140,7 @@ def _image_preprocess(model: torch.nn.Module) -> ImagePreprocess:
     height, width = (size, size) if isinstance(size, int) else size
     mean = cfg.get("mean") or open_clip.OPENAI_DATASET_MEAN
     std = cfg.get("std") or open_clip.OPENAI_DATASET_STD
-    # open_clip accepts a single number for all channels; "random" means bicubic at eval.
-    mean = (mean,) * 3 if isinstance(mean, int | float) else mean
-    std = (std,) * 3 if isinstance(std, int | float) else std
+    # "random" means bicubic at eval.
     interpolation = "bilinear" if cfg.get("interpolation") == "bilinear" else "bicubic"
     resize_mode = cfg.get("resize_mode") or "shortest"
     if height != width or resize_mode != "shortest" or interpolation != "bicubic":
@@ -218,12 +151,29 @@ def _image_preprocess(model: torch.nn.Module) -> ImagePreprocess:
         )
     return ImagePreprocess(
         size=int(height),
-        mean=tuple(float(m) for m in mean),
-        std=tuple(float(s) for s in std),
+        mean=_per_channel(mean),
+        std=_per_channel(std),
         interpolation=interpolation,
         resize_mode=resize_mode,
         fill_color=int(cfg.get("fill_color", 0)),
     )
+
+
+def _export_text(model: OpenClipModel, tokens: torch.Tensor, trim: bool, target: Path) -> None:
+    """Trace the text tower to target: trimmed (any length, token features too) when `trim`."""
+    if not trim:
+        axes = {TEXT_INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}
+        _export(_Tower(model, _unnormalised_text), (tokens,), [OUTPUT], axes, target)
+        return
+    length = {0: "batch", 1: "length"}
+    axes = {TEXT_INPUT: length, OUTPUT: {0: "batch"}, TOKENS_OUTPUT: length}
+    _export(_Tower(model, trimmed_text_forward), (tokens,), [OUTPUT, TOKENS_OUTPUT], axes, target)
+
+
+def _per_channel(value: float | Sequence[float]) -> tuple[float, float, float]:
+    """A mean or std for each of R, G, B: open_clip accepts one number for all three."""
+    red, green, blue = (value,) * 3 if isinstance(value, int | float) else value
+    return float(red), float(green), float(blue)
 
 
 def _example_tokens(context_length: int) -> torch.Tensor:
@@ -238,7 +188,7 @@ def _example_tokens(context_length: int) -> torch.Tensor:
     return tokens
 
 
-def _export_head(head: ItmHead, model: torch.nn.Module, alpha: float, target: Path) -> RerankSpec:
+def _export_head(head: ItmHead, model: OpenClipModel, alpha: float, target: Path) -> RerankSpec:
     """Trace the ITM head to target; its inputs are those of `ItmHead.forward`."""
     head = copy.deepcopy(head).to(device="cpu", dtype=torch.float32).eval()
     c = head.config
@@ -300,7 +250,7 @@ def _export(
     # the protobuf and copying them: that halves session start for ViT-B-32's text tower
     # (~0.45 s to ~0.2 s), a third of a cold query's budget.
     data = target.with_name(f"{target.name}.data")
-    with _replacing(target) as tmp:
+    with replacing(target) as tmp:
         onnx.save_model(
             graph,
             tmp,
@@ -310,7 +260,7 @@ def _export(
         )
         # onnx creates the data file owner-only; give it the graph file's umask-derived mode.
         shutil.copymode(tmp, data)
-        _fsync(data)
+        fsync_file(data)
 
 
 def _remove_towers(folder: Path, doomed: Callable[[str], bool]) -> None:
@@ -334,22 +284,3 @@ def _mha_fastpath(enabled: bool) -> Iterator[None]:
         yield
     finally:
         torch.backends.mha.set_fastpath_enabled(previous)
-
-
-@contextmanager
-def _replacing(target: Path) -> Iterator[Path]:
-    """A temporary path beside target that replaces target only if the block succeeds."""
-    # A fresh name rather than mkstemp, whose 0600 file would keep the umask from applying.
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        yield tmp
-        _fsync(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file to disk, so a crash cannot leave it renamed into place but empty."""
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())

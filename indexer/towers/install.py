@@ -7,24 +7,19 @@ index directory stays self-contained and portable.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from indexer.locations import TOWERS_DIR, cache_dir
+from indexer.models.fingerprints import cache_key
 from indexer.models.loading import LoadedModel, ModelIdentity
 from indexer.towers.spec import FORMAT_VERSION, towers_ready
 
 
 def cache_root() -> Path:
     return cache_dir() / "towers"
-
-
-def _cache_key(identity: ModelIdentity) -> str:
-    text = f"{FORMAT_VERSION}\0{identity.architecture}\0{identity.weights}"
-    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
 def install_towers(
@@ -37,7 +32,7 @@ def install_towers(
     target = directory / TOWERS_DIR
     if towers_ready(target):
         return False
-    cached = cache_root() / _cache_key(identity)
+    cached = cache_root() / cache_key(FORMAT_VERSION, identity.architecture, identity.weights)
     if not towers_ready(cached):
         from indexer.towers.export import export_towers  # imports torch: only when exporting
 

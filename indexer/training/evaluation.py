@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from indexer.errors import BadInput
+from indexer.models.model_files import HEAD_FILE
 from indexer.training.pairs import PairRow
 
 RERANK_KS = (8, 16, 32)
@@ -16,16 +17,18 @@ def evaluate_pairs(model_dir: Path, rows: list[PairRow]) -> dict[str, object]:
     Shape: {"itc": {"t2i": {"r1", "r5", "r10"}, "i2t": {...}}, "itm_k8": {...}, ...}; with
     "twin_accuracy" ({"itc": ..., "itm_k8": ...}) when every row has a twin group.
     """
-    from indexer.training.loop import evaluate, load_trained
+    # Imported here, so that importing this module (the demo does) loads no torch.
+    from indexer.training.metrics import evaluate
+    from indexer.training.trained import load_trained
 
-    if not (model_dir / "itm_head.json").is_file():
+    if not (model_dir / HEAD_FILE).is_file():
         raise BadInput(f"{model_dir} is not a model folder written by `photoseek train`")
     trained = load_trained(model_dir)
-    groups = [r.group for r in rows]
+    groups = [r.group for r in rows if r.group is not None]
     report = evaluate(
         trained,
         [(str(r.image), r.caption) for r in rows],
-        twin_groups=groups if None not in groups else None,
+        twin_groups=groups if len(groups) == len(rows) else None,
         ks=RERANK_KS,
     )
     names = {"itc": "itc", **{f"rerank@{k}": f"itm_k{k}" for k in RERANK_KS}}

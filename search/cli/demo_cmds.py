@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from search.cli.output import display_path
-from search.cli.progress import ProgressBar
-from search.cli.train_cmds import describe_training
+from search.cli.progress import ProgressBar, describe_training
+
+if TYPE_CHECKING:
+    from search.demo.run import DemoReport
 
 
 def register(app: typer.Typer) -> None:
@@ -36,6 +38,10 @@ def demo(
 
     with ProgressBar("training", describe_training, sys.stderr.isatty()) as progress:
         report = run_demo(folder, say, progress)
+    _print_report(report)
+
+
+def _print_report(report: DemoReport) -> None:
     for caption, plain, reranked, truth in report.text_queries:
         typer.echo(
             f'\ntext → image: "{caption}"   (right answer: {os.path.basename(truth).decode()})'
@@ -53,8 +59,8 @@ def demo(
         for rank, hit in enumerate(hits, 1):
             typer.echo(f"  {rank}. {display_path(os.path.basename(hit.path))}  {hit.score:.3f}")
     if report.describe:
-        image, texts, truth = report.describe
-        typer.echo(f'\nimage → text: {display_path(os.path.basename(image))} (true: "{truth}")')
+        image, texts, caption = report.describe
+        typer.echo(f'\nimage → text: {display_path(os.path.basename(image))} (true: "{caption}")')
         for rank, (text, score) in enumerate(texts, 1):
             typer.echo(f"  {rank}. {text}  {score:.3f}")
     q = report.quality

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from search.cli.options import IndexOpt, JsonOpt
 from search.cli.output import display_path, json_path, print_json
-from search.cli.progress import ProgressBar
+from search.cli.progress import ProgressBar, describe_indexing
 
-IndexOpt = Annotated[
-    Path | None,
-    typer.Option("--index", help="Index directory [default: $PHOTOSEEK_INDEX or XDG data dir]"),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout.")]
+if TYPE_CHECKING:
+    from indexer.pipeline import IndexSummary
 
 
 def register(app: typer.Typer) -> None:
@@ -66,11 +64,16 @@ def index(
         dry_run=dry_run,
     )
     directory = resolve_index(index_dir)
-    bar = ProgressBar("indexing", _describe, not json_out and sys.stderr.isatty(), unit="img")
+    bar = ProgressBar("indexing", describe_indexing, not json_out and sys.stderr.isatty(), "img")
     with bar as progress:
         summary = run_index(directory, options, progress)
+    _print_summary(summary, json_out)
+
+
+def _print_summary(summary: IndexSummary, json_out: bool) -> None:
+    dry_run = summary.dry_run
     if json_out:
-        result = summary.counts()
+        result: dict[str, object] = {**summary.counts()}
         if dry_run:
             result |= {
                 "dry_run": True,
@@ -88,16 +91,15 @@ def index(
         ):
             for path in items:
                 typer.echo(f"would {label}: {display_path(path)}")
-    counts = summary.counts()
+    c = summary.counts()
     verb = "would change" if dry_run else "indexed"
-    c = counts
     line = (
         f"{verb}: {c['added']} added, {c['updated']} updated, {c['removed']} removed "
         f"({c['reused']} reused by content), {c['errors']} errors, {c['unchanged']} unchanged "
         f"in {c['seconds']:.1f}s"
     )
     typer.echo(line, err=not dry_run)
-    if counts["errors"]:
+    if c["errors"]:
         typer.echo("see `photoseek errors` for the files that failed", err=True)
 
 
@@ -110,15 +112,17 @@ def status(index_dir: IndexOpt = None, json_out: JsonOpt = False) -> None:
     if json_out:
         print_json(info)
         return
-    model = info["model"] or {}
+    model, size, roots = info["model"] or {}, info["bytes"], info["roots"]
+    # index_status returns dict[str, object]: narrowed here until it returns a TypedDict
+    assert isinstance(model, dict) and isinstance(size, int) and isinstance(roots, list)
     typer.echo(f"index    {info['index']}")
     typer.echo(f"model    {model.get('spec', '(none yet)')}")
     typer.echo(f"images   {info['images']}  (vectors: {info['vectors']}, {info['index_type']})")
     typer.echo(f"errors   {info['errors']}")
-    typer.echo(f"size     {info['bytes'] / 1e6:.1f} MB")
+    typer.echo(f"size     {size / 1e6:.1f} MB")
     if info["rerank_bytes_per_image"]:
         typer.echo(f"rerank   {info['rerank_bytes_per_image']} bytes/image of ITM tokens")
-    for root in info["roots"]:
+    for root in roots:
         typer.echo(f"root     {root}")
 
 
@@ -141,7 +145,3 @@ def models() -> None:
 
     for name in list_architectures():
         typer.echo(name)
-
-
-def _describe(event) -> tuple[int, int, str]:  # noqa: ANN001 - pipeline.Progress
-    return event.done, event.total, ""

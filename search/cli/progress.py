@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+    from indexer.pipeline import Progress as IndexProgress
+    from indexer.training.loop import TrainProgress
+
+Event = TypeVar("Event")
 
 
-class ProgressBar:
+class ProgressBar(Generic[Event]):
     """Context manager yielding a callback for the library's progress events (or None).
 
     `describe(event)` turns an event into (done, total, info text); with `unit`, the measured
@@ -16,7 +25,7 @@ class ProgressBar:
     def __init__(
         self,
         label: str,
-        describe: Callable[[Any], tuple[int, int, str]],
+        describe: Callable[[Event], tuple[int, int, str]],
         enabled: bool,
         unit: str = "",
     ) -> None:
@@ -24,9 +33,9 @@ class ProgressBar:
         self.describe = describe
         self.enabled = enabled
         self.unit = unit
-        self._bar = None
+        self._bar: Progress | None = None
 
-    def __enter__(self) -> Callable[[Any], None] | None:
+    def __enter__(self) -> Callable[[Event], None] | None:
         if not self.enabled:
             return None
         from rich.progress import (
@@ -37,22 +46,32 @@ class ProgressBar:
             TimeRemainingColumn,
         )
 
-        self._bar = Progress(
+        bar = Progress(
             TextColumn(self.label), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True,
         )  # fmt: skip
-        self._bar.start()
-        self._task = self._bar.add_task(self.label, total=None, info="")
-        return self._update
+        bar.start()
+        self._bar = bar
+        return functools.partial(self._update, bar, bar.add_task(self.label, total=None, info=""))
 
-    def _update(self, event: Any) -> None:
+    def _update(self, bar: Progress, task: TaskID, event: Event) -> None:
         done, total, info = self.describe(event)
-        self._bar.update(self._task, completed=done, total=total)
-        speed = self._bar.tasks[0].speed
+        bar.update(task, completed=done, total=total)
+        speed = bar.tasks[0].speed
         if self.unit and speed:
             info = f"{info} {speed:.1f} {self.unit}/s".strip()
-        self._bar.update(self._task, info=info)
+        bar.update(task, info=info)
 
     def __exit__(self, *_exc: object) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+
+def describe_indexing(event: IndexProgress) -> tuple[int, int, str]:
+    return event.done, event.total, ""
+
+
+def describe_training(event: TrainProgress) -> tuple[int, int, str]:
+    info = (f"epoch {event.epoch + 1}  itc {event.itc_loss:.3f}  itm {event.itm_loss:.3f}  "
+            f"{event.images_per_s:.0f} img/s")  # fmt: skip
+    return event.step, event.steps, info

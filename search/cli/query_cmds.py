@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from search.cli.index_cmds import IndexOpt, JsonOpt
+from search.cli.options import IndexOpt, JsonOpt
 from search.cli.output import display_path, fail, print_json, write_paths
+
+if TYPE_CHECKING:
+    from search.hits import Hit
 
 
 def register(app: typer.Typer) -> None:
@@ -50,39 +53,19 @@ def search(
     ] = None,
 ) -> None:
     """Find the images that best match text and/or images."""
-    from indexer.locations import TOWERS_DIR
-    from indexer.locations import index_dir as resolve_index
     from search.query import parse_terms
+    from search.wiring import Preload, build_engine
 
     if nul and not paths:
         raise fail("-0 goes with --paths")
     terms = parse_terms(query or [], image or [])
-    directory = resolve_index(index_dir)
-    text_encoder = image_encoder = head_scorer = None
-    if (directory / TOWERS_DIR / "towers.json").is_file():
-        from search.encoders.towers import HeadScorer, ImageEncoder, TextEncoder
+    with build_engine(index_dir, preload=Preload.for_terms(terms, rerank), model=model) as engine:
+        from search.filters import Filters  # loaded by the engine; earlier, delays the encoders
 
-        towers = directory / TOWERS_DIR
-        if any(t.text for t in terms):
-            text_encoder = TextEncoder(towers).load_in_background()
-        if any(t.image for t in terms):
-            image_encoder = ImageEncoder(towers).load_in_background()
-        if rerank:
-            head_scorer = HeadScorer(towers).load_in_background()
-    from search.engine import Engine  # the catalog and FAISS imports overlap the loading
-    from search.filters import Filters
-
-    filters = Filters(
-        under=tuple(under or ()), glob=glob, after=after, before=before,
-        min_width=min_width, min_height=min_height, camera=camera,
-    )  # fmt: skip
-    with Engine.open(directory, text_encoder=text_encoder, image_encoder=image_encoder,
-                     head_scorer=head_scorer) as engine:  # fmt: skip
-        if model:
-            from indexer.models.loading import ModelSpec
-            from indexer.store.index_dir import check_model
-
-            check_model(engine.catalog, ModelSpec.parse(model).identity())
+        filters = Filters(
+            under=tuple(under or ()), glob=glob, after=after, before=before,
+            min_width=min_width, min_height=min_height, camera=camera,
+        )  # fmt: skip
         hits = engine.search(
             terms, k=k, filters=filters, threshold=threshold, rerank_k=rerank_k if rerank else None
         )
@@ -100,7 +83,7 @@ def search(
         _print_table(hits)
 
 
-def _print_table(hits: list) -> None:  # noqa: ANN001 - list of search.engine.Hit
+def _print_table(hits: list[Hit]) -> None:
     if not sys.stdout.isatty():
         for rank, hit in enumerate(hits, 1):
             sys.stdout.write(f"{rank}\t{hit.score:.4f}\t{display_path(hit.path)}\n")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from search.cli.index_cmds import IndexOpt, JsonOpt
+from search.cli.options import IndexOpt, JsonOpt
 from search.cli.output import display_path, json_path, print_json
 
 texts_app = typer.Typer(help="Manage the index's caption corpus.", no_args_is_help=True)
@@ -37,13 +37,12 @@ def describe(
     import os
 
     from indexer.errors import BadInput
-    from indexer.locations import index_dir as resolve_index
-    from search.engine import Engine
     from search.tools.describe import describe as run_describe
+    from search.wiring import build_engine
 
     if not image.is_file():
         raise BadInput(f"image not found: {image}")
-    with Engine.open(resolve_index(index_dir)) as engine:
+    with build_engine(index_dir) as engine:
         hits = run_describe(engine, os.fsencode(image.resolve()), k, vocab, texts, corpus)
     if json_out:
         print_json([{"rank": r, "text": h.text, "score": round(h.score, 6)}
@@ -58,11 +57,10 @@ def texts_add(
     index_dir: IndexOpt = None,
 ) -> None:
     """Add captions to the index's corpus, searched by `describe --corpus`."""
-    from indexer.locations import index_dir as resolve_index
-    from search.engine import Engine
     from search.tools.describe import add_corpus, read_texts
+    from search.wiring import build_engine
 
-    with Engine.open(resolve_index(index_dir)) as engine:
+    with build_engine(index_dir) as engine:
         added = add_corpus(engine, read_texts(file))
     typer.echo(f"added {added} new texts", err=True)
 
@@ -73,11 +71,10 @@ def duplicates(
     json_out: JsonOpt = False,
 ) -> None:
     """Groups of duplicate images: exact copies and near-duplicates."""
-    from indexer.locations import index_dir as resolve_index
-    from search.engine import Engine
     from search.tools.duplicates import find_duplicates
+    from search.wiring import build_engine
 
-    with Engine.open(resolve_index(index_dir)) as engine:
+    with build_engine(index_dir) as engine:
         groups = find_duplicates(engine, threshold)
     if json_out:
         print_json([

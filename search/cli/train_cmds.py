@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from search.cli.index_cmds import JsonOpt
+from search.cli.options import JsonOpt
 from search.cli.output import print_json
-from search.cli.progress import ProgressBar
+from search.cli.progress import ProgressBar, describe_training
 
 PairsOpt = Annotated[
     Path,
@@ -48,7 +48,7 @@ def train(
     from indexer.training.pairs import read_pairs
 
     rows = read_pairs(pairs)
-    groups = [r.group for r in rows]
+    groups = [r.group for r in rows if r.group is not None]  # twin groups, if every row has one
     bar = ProgressBar("training", describe_training, enabled=not json_out and sys.stderr.isatty())
     with bar as progress:
         result = run_training(
@@ -60,7 +60,7 @@ def train(
             epochs=epochs,
             seed=seed,
             batch_size=batch_size,
-            groups=groups if None not in groups else None,
+            groups=groups if len(groups) == len(rows) else None,
             progress=progress,
         )
     summary = {
@@ -82,7 +82,7 @@ def evaluate(
     json_out: JsonOpt = False,
 ) -> None:
     """Text→image and image→text R@1/5/10, ITC alone and reranked by the ITM head."""
-    from indexer.training.evaluation import evaluate_pairs
+    from indexer.training.evaluation import RERANK_KS, evaluate_pairs
     from indexer.training.pairs import read_pairs
 
     report = evaluate_pairs(model, read_pairs(pairs))
@@ -90,17 +90,15 @@ def evaluate(
         print_json(report)
         return
     twin = report.get("twin_accuracy", {})
+    # evaluate_pairs returns dict[str, object]: narrowed here until it returns a TypedDict
+    assert isinstance(twin, dict)
     typer.echo(
         "ranking      t2i R@1  R@5   R@10   i2t R@1  R@5   R@10" + ("   twin" if twin else "")
     )
-    for name in ("itc", "itm_k8", "itm_k16", "itm_k32"):
-        t, i = report[name]["t2i"], report[name]["i2t"]
+    for name in ("itc", *(f"itm_k{k}" for k in RERANK_KS)):
+        ranking = report[name]
+        assert isinstance(ranking, dict)
+        t, i = ranking["t2i"], ranking["i2t"]
         row = f"{name:<12} {t['r1']:.3f}  {t['r5']:.3f} {t['r10']:.3f}  {i['r1']:.3f}  "
         row += f"{i['r5']:.3f} {i['r10']:.3f}"
         typer.echo(row + (f"  {twin[name]:.3f}" if twin else ""))
-
-
-def describe_training(event) -> tuple[int, int, str]:  # noqa: ANN001 - training.TrainProgress
-    info = (f"epoch {event.epoch + 1}  itc {event.itc_loss:.3f}  itm {event.itm_loss:.3f}  "
-            f"{event.images_per_s:.0f} img/s")  # fmt: skip
-    return event.step, event.steps, info

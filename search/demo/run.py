@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from indexer.datasets.shapes_world import listings, write_dataset
 from indexer.pipeline import IndexOptions, run_index
@@ -26,6 +27,10 @@ from search.hits import Hit
 from search.query import Term
 from search.tools.describe import best_texts, text_vectors
 from search.tools.render import write_html
+from search.wiring import build_engine
+
+if TYPE_CHECKING:
+    from indexer.training.loop import TrainProgress
 
 TRAIN_GROUPS = 3000  # 12,000 training images: twin groups of 4
 TEST_GROUPS = 60  # 240 gallery images: 60 twin groups of 4
@@ -67,7 +72,7 @@ class DemoReport:
 def run_demo(
     folder: Path,
     say: Callable[[str], None],
-    train_progress: Callable | None = None,
+    train_progress: Callable[[TrainProgress], None] | None = None,
     size: DemoSize | None = None,
 ) -> DemoReport:
     """Run the whole demo in `folder` (reusing what an earlier run left there)."""
@@ -101,15 +106,18 @@ def run_demo(
 
     clock = time.perf_counter()
     tests = read_pairs(data / "test.jsonl")
-    with Engine.open(index) as engine:
+    with build_engine(index) as engine:
         _text_queries(engine, tests, report)
         _image_and_text_queries(engine, tests, report)
     quality = evaluate_pairs(model, tests)  # what `photoseek eval` reports, on this gallery
+    itc, reranked, twins = quality["itc"], quality["itm_k32"], quality["twin_accuracy"]
+    # evaluate_pairs returns dict[str, object]: narrowed here until it returns a TypedDict
+    assert isinstance(itc, dict) and isinstance(reranked, dict) and isinstance(twins, dict)
     report.quality = {
-        "t2i_r1_itc": quality["itc"]["t2i"]["r1"],
-        "t2i_r1_rerank": quality["itm_k32"]["t2i"]["r1"],
-        "twin_itc": quality["twin_accuracy"]["itc"],
-        "twin_rerank": quality["twin_accuracy"]["itm_k32"],
+        "t2i_r1_itc": itc["t2i"]["r1"],
+        "t2i_r1_rerank": reranked["t2i"]["r1"],
+        "twin_itc": twins["itc"],
+        "twin_rerank": twins["itm_k32"],
     }
     report.seconds["queries"] = time.perf_counter() - clock
     _write_page(report)
@@ -122,12 +130,14 @@ def _train(
     model: Path,
     size: DemoSize,
     say: Callable[[str], None],
-    progress: Callable | None,
+    progress: Callable[[TrainProgress], None] | None,
 ) -> None:
-    from indexer.training.loop import TrainOptions, train
+    from indexer.training.loop import train
+    from indexer.training.options import TrainOptions
 
     rows = read_pairs(data / "train.jsonl")
     images = [str(r.image) for r in rows]
+    groups = [r.group for r in rows if r.group is not None]  # shapes world: every row has one
     if not (pretrained / "itm_head.json").exists():
         say(
             f"pretraining a tiny CLIP-like dual encoder on {len(rows)} images captioned by "
@@ -139,7 +149,7 @@ def _train(
     say(f"training the ITM head on its frozen towers with the full captions ({size.epochs} epochs)")
     train([(image, r.caption, r.negatives) for image, r in zip(images, rows, strict=True)], model,
           model=f"local-dir:{pretrained}", lock_image=True, lock_text=True, epochs=size.epochs,
-          batch_size=128, groups=[r.group for r in rows],
+          batch_size=128, groups=groups,
           options=TrainOptions(twin_listwise=1.0), progress=progress)  # fmt: skip
 
 
@@ -148,7 +158,8 @@ def _text_queries(engine: Engine, tests: list[PairRow], report: DemoReport) -> N
     the dual encoder ranks above the right image (the confusion the head is for), taken in
     gallery order, never by how the rerank does on them."""
     group_of = {os.fsencode(r.image): r.group for r in tests}
-    twin_first, others = [], []
+    twin_first: list[tuple[PairRow, bytes, list[Hit]]] = []
+    others: list[tuple[PairRow, bytes, list[Hit]]] = []
     for row in tests[:: max(1, len(tests) // (4 * QUERIES))]:
         truth, plain = os.fsencode(row.image), engine.search([Term(text=row.caption)], k=K)
         confused = plain[0].path != truth and group_of.get(plain[0].path) == row.group
@@ -181,8 +192,8 @@ def _write_page(report: DemoReport) -> None:
         query, hits = report.image_query
         sections.append((f"image → image: {os.path.basename(query).decode()}", hits))
     if report.describe:
-        image, texts, truth = report.describe
+        image, texts, true_caption = report.describe
         listed = "; ".join(f"{text} ({score:.2f})" for text, score in texts)
         shown = Hit(0, image, texts[0][1], None, None, None)
-        sections.append((f"image → text (true caption: “{truth}”): {listed}", [shown]))
+        sections.append((f"image → text (true caption: “{true_caption}”): {listed}", [shown]))
     write_html(report.page, "photoseek demo: shapes world", sections)

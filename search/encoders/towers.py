@@ -14,11 +14,13 @@ import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, Self, TypeVar
 
 import numpy as np
 
 from indexer.errors import BadInput, IndexNotFound
+from indexer.models.pixels import standardise
+from indexer.models.text_tokens import real_tokens, trim_padding
 from indexer.towers.spec import (
     HEAD_INPUTS,
     IMAGE_INPUT,
@@ -34,9 +36,12 @@ from search.encoders.tokenizer import ClipTokenizer
 if TYPE_CHECKING:
     import onnxruntime
 
+Loaded = TypeVar("Loaded")
 
-class _Tower:
-    """A tower's session, loaded on first use or in the background ahead of it."""
+
+class _Tower(Generic[Loaded]):
+    """A tower's session (with whatever else it runs with), loaded on first use or in the
+    background ahead of it."""
 
     def __init__(self, folder: str | os.PathLike[str], batch_size: int) -> None:
         if batch_size < 1:
@@ -44,54 +49,52 @@ class _Tower:
         self.folder = Path(folder)
         self.spec = TowersSpec.read(self.folder)
         self.batch_size = batch_size
-        self._session: onnxruntime.InferenceSession | None = None
-        self._loading: Future[None] | None = None
+        self._loaded: Loaded | None = None
+        self._loading: Future[Loaded] | None = None
 
-    def load_in_background(self) -> _Tower:
+    def load_in_background(self) -> Self:
         """Start loading in a thread, overlapping the caller's own start-up.
 
         onnxruntime builds the session without holding the GIL, so on a cold query this hides
         most of its cost behind the catalog and FAISS imports.
         """
-        if self._loading is None and self._session is None:
-            self._loading = Future()
-            threading.Thread(target=self._load_into_future, daemon=True).start()
+        if self._loading is None and self._loaded is None:
+            loading: Future[Loaded] = Future()
+            self._loading = loading
+            threading.Thread(target=self._load_into, args=(loading,), daemon=True).start()
         return self
 
-    def _load_into_future(self) -> None:
+    def _load_into(self, loading: Future[Loaded]) -> None:
         try:
-            self._load()
-            self._loading.set_result(None)
+            loading.set_result(self._load())
         except BaseException as e:  # handed to the thread that calls encode()
-            self._loading.set_exception(e)
+            loading.set_exception(e)
 
-    def _ready(self) -> onnxruntime.InferenceSession:
-        if self._loading is not None:
-            self._loading.result()
-        elif self._session is None:
-            self._load()
-        return self._session
+    def _ready(self) -> Loaded:
+        if self._loaded is None:
+            loading = self._loading
+            self._loaded = loading.result() if loading is not None else self._load()
+        return self._loaded
 
-    def _load(self) -> None:
+    def _load(self) -> Loaded:
         raise NotImplementedError
 
 
-class TextEncoder(_Tower):
+class TextEncoder(_Tower["tuple[onnxruntime.InferenceSession, ClipTokenizer]"]):
     """Embeds query text with the exported text tower: unit-length float32 rows."""
 
     def __init__(self, folder: str | os.PathLike[str], batch_size: int = 64) -> None:
         super().__init__(folder, batch_size)
-        self._tokenizer: ClipTokenizer | None = None
 
-    def _load(self) -> None:
+    def _load(self) -> tuple[onnxruntime.InferenceSession, ClipTokenizer]:
         vocab = _existing(self.folder / self.spec.vocab_file)
-        self._tokenizer = ClipTokenizer(vocab, self.spec.context_length)
-        self._session = _open_session(_existing(self.folder / self.spec.text_file))
+        tokenizer = ClipTokenizer(vocab, self.spec.context_length)
+        return _open_session(_existing(self.folder / self.spec.text_file)), tokenizer
 
     def encode(self, texts: str | Sequence[str]) -> np.ndarray:
         """Embeddings [len(texts), embed_dim], L2-normalised; a lone string is one text."""
-        session = self._ready()
-        tokens = self._ids(texts)
+        session, tokenizer = self._ready()
+        tokens = self._ids(tokenizer, texts)
         batches = (
             _run(session, TEXT_INPUT, tokens[start : start + self.batch_size])
             for start in range(0, len(tokens), self.batch_size)
@@ -101,22 +104,19 @@ class TextEncoder(_Tower):
     def encode_tokens(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """One text's per-token features [1, L, width] and their mask [1, L] (True up to and
         including the end token): what the ITM head reads."""
-        session = self._ready()
+        session, tokenizer = self._ready()
         if not self.spec.text_trimmed:
             raise BadInput("this model's text tower does not export token features")
-        ids = self._ids(text)
+        ids = self._ids(tokenizer, text)
         features = session.run([TOKENS_OUTPUT], {TEXT_INPUT: ids})[0]
-        mask = np.arange(ids.shape[1])[None, :] <= ids.argmax(axis=1)[:, None]
-        return features, mask
+        return features, real_tokens(ids)
 
-    def _ids(self, texts: str | Sequence[str]) -> np.ndarray:
-        tokens = self._tokenizer(texts)
-        if self.spec.text_trimmed and len(tokens):  # cut padding after the longest text's end
-            tokens = tokens[:, : int(tokens.argmax(axis=1).max()) + 1]
-        return tokens
+    def _ids(self, tokenizer: ClipTokenizer, texts: str | Sequence[str]) -> np.ndarray:
+        tokens = tokenizer(texts)
+        return trim_padding(tokens) if self.spec.text_trimmed else tokens
 
 
-class HeadScorer(_Tower):
+class HeadScorer(_Tower["onnxruntime.InferenceSession"]):
     """The exported ITM head: match logits of one query's text tokens against candidates'
     stored image tokens."""
 
@@ -129,8 +129,8 @@ class HeadScorer(_Tower):
             )
         self.rerank: RerankSpec = self.spec.rerank
 
-    def _load(self) -> None:
-        self._session = _open_session(_existing(self.folder / self.rerank.head_file))
+    def _load(self) -> onnxruntime.InferenceSession:
+        return _open_session(_existing(self.folder / self.rerank.head_file))
 
     def logits(
         self, text_tokens: np.ndarray, text_mask: np.ndarray, image_tokens: np.ndarray
@@ -159,15 +159,12 @@ class HeadScorer(_Tower):
         return 1.0 / (1.0 + np.exp(-(scale * logits + bias)))
 
 
-class ImageEncoder(_Tower):
+class ImageEncoder(_Tower["onnxruntime.InferenceSession"]):
     """Embeds decoded images with the exported image tower: unit-length float32 rows."""
 
     def __init__(self, folder: str | os.PathLike[str], batch_size: int = 32) -> None:
         super().__init__(folder, batch_size)
         self.image_size = self.spec.image.size
-        # Scaled to 0-255 as the indexer's embedder does, so both feed the tower the same floats.
-        self._mean = np.asarray(self.spec.image.mean, dtype=np.float32) * 255.0
-        self._std = np.asarray(self.spec.image.std, dtype=np.float32) * 255.0
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
         """Embeddings [B, embed_dim], L2-normalised, of uint8 RGB pixels [B, S, S, 3].
@@ -188,13 +185,14 @@ class ImageEncoder(_Tower):
         )
         return _stack_normalised(batches, self.spec.embed_dim)
 
-    def _load(self) -> None:
-        self._session = _open_session(_existing(self.folder / self.spec.image_file))
+    def _load(self) -> onnxruntime.InferenceSession:
+        return _open_session(_existing(self.folder / self.spec.image_file))
 
     def _normalise(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 [B, S, S, 3] to the tower's float32 [B, 3, S, S], standardised per channel."""
-        scaled = (pixels.astype(np.float32) - self._mean) / self._std
-        return np.ascontiguousarray(scaled.transpose(0, 3, 1, 2))
+        """uint8 [B, S, S, 3] to the tower's float32 [B, 3, S, S], standardised per channel as
+        the indexer's embedder does, so both feed the tower the same floats."""
+        channels_first = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))
+        return standardise(channels_first, self.spec.image.mean, self.spec.image.std)
 
 
 def _existing(path: Path) -> Path:

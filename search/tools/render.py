@@ -14,6 +14,7 @@ import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
+from indexer import atomic
 from indexer.errors import UnreadableImage
 from indexer.media import decode as decoding
 from indexer.media.discovery import extension
@@ -84,10 +85,8 @@ def _card(rank: int, hit: Hit) -> str:
 
 
 def write_html(path: Path, title: str, sections: Sequence[tuple[str, Sequence[Hit]]]) -> None:
-    """Write the page atomically."""
-    temp = path.with_name(path.name + ".tmp")
-    temp.write_text(html_page(title, sections), encoding="utf-8")
-    os.replace(temp, path)
+    """Write the page atomically (`indexer.atomic`)."""
+    atomic.write_text(path, html_page(title, sections))
 
 
 _CSS = (

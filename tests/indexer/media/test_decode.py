@@ -15,13 +15,13 @@ from PIL import Image, features
 from indexer.errors import PhotoseekError, UnreadableImage
 from indexer.media.decode import (
     Decoded,
-    PhotoInfo,
     _vips_scaled,
     decode,
     load_rgb,
     model_input,
     to_rgb,
 )
+from indexer.media.exif import PhotoInfo
 
 SIZE = 32
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)

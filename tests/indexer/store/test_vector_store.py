@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import faiss
 import numpy as np
 
@@ -29,7 +31,7 @@ def test_flat_search_matches_brute_force(tmp_path):
     store.save(tmp_path)
     again = VectorStore.load(tmp_path, 32)
     assert again.ids().tolist() == ids[100:].tolist()
-    assert not (tmp_path / "vectors.faiss.tmp").exists()
+    assert os.listdir(tmp_path) == ["vectors.faiss"]  # no temporary file left beside it
 
 
 def test_index_kind_follows_collection_size():
@@ -67,3 +69,20 @@ def test_rebuild_is_exact_for_small_collections(tmp_path):
     live = np.array(catalog.write_batch(rows), dtype=np.int64)
     store = rebuild(catalog, 8, live)
     assert isinstance(store.index, faiss.IndexIDMap2) and len(store) == 1
+
+
+def test_search_among_allowed_ids_matches_brute_force(monkeypatch):
+    data, queries = unit(3000, 16, 4), unit(3, 16, 5)
+    ids = np.arange(10, 3010, dtype=np.int64)
+    allowed = ids[::7]
+    picked = data[::7]
+    exact = allowed[np.argsort(-(queries @ picked.T), axis=1)[:, :5]]
+    flat = VectorStore.build(ids, data)
+    assert (flat.search(queries, 5, allowed)[1] == exact).all()
+    # An inverted file probes more lists for a selective filter, so it still finds them all.
+    monkeypatch.setattr(vector_store, "EXACT_LIMIT", 1000)
+    ivf = VectorStore.build(ids, data)
+    assert not isinstance(ivf.index, faiss.IndexIDMap2)
+    found = ivf.search(queries, 5, allowed[:20])[1]
+    assert set(found.ravel()) <= set(allowed[:20].tolist())
+    assert (found == allowed[:20][np.argsort(-(queries @ picked[:20].T), axis=1)[:, :5]]).all()

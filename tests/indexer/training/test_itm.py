@@ -15,22 +15,15 @@ from helpers import TINY
 from indexer.datasets import shapes_world as sw
 from indexer.errors import BadInput, ModelMismatch
 from indexer.models.itm_head import ItmConfig, ItmHead, compact_token_bytes, head_config_for
-from indexer.training.loop import (
-    STATE_FILE,
-    Trained,
-    TrainOptions,
-    TrainProgress,
-    _twin_listwise,
-    encode_images,
-    encode_texts,
-    evaluate,
-    fused_scorer,
-    load_head,
-    load_pixels,
-    load_trained,
-    rerank,
-    train,
-)
+from indexer.models.model_files import load_head
+from indexer.training.checkpoints import STATE_FILE
+from indexer.training.data import load_pixels
+from indexer.training.loop import TrainProgress, train
+from indexer.training.losses import twin_listwise
+from indexer.training.metrics import evaluate
+from indexer.training.options import TrainOptions
+from indexer.training.scoring import encode_images, encode_texts, fused_scorer, rerank
+from indexer.training.trained import Trained, load_trained
 
 # Small enough to train in seconds on one thread; wide patches (4x4 grid) still see layout.
 OPTIONS = TrainOptions(lr=2e-3, warmup_steps=20, head={"width": 64, "store_dim": 64, "heads": 2})
@@ -314,7 +307,7 @@ def test_twin_listwise_loss_is_finite_and_trains_the_head() -> None:
     for _ in range(30):
         logits = head(texts[t], mask[t], head.compact_image_tokens(patches), i)
         grid = torch.zeros(9, 9).index_put((t, i), logits)
-        loss = _twin_listwise(grid, same_group, same_caption)
+        loss = twin_listwise(grid, same_group, same_caption)
         assert torch.isfinite(loss)
         optimizer.zero_grad()
         loss.backward()

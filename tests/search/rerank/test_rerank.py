@@ -60,7 +60,8 @@ def test_onnx_rerank_scores_as_the_torch_head(trained_index):
     head gives for the same stored tokens."""
     import torch
 
-    from indexer.training.loop import EncodedImages, encode_texts, itm_logits, load_trained
+    from indexer.training.scoring import EncodedImages, encode_texts, itm_logits
+    from indexer.training.trained import load_trained
 
     index, model, rows = trained_index
     trained = load_trained(model)

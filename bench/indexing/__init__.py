@@ -1,0 +1,1 @@
+"""The parts of the indexing benchmark that `bench/index_bench.py` runs and reports together."""

@@ -1,0 +1,129 @@
+"""Training data: decoded pixels, tokenised captions, the held-out split and the batches."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from indexer.errors import BadInput, UnreadableImage
+from indexer.media.decode import decode
+
+log = logging.getLogger(__name__)
+
+Pair = tuple[str | os.PathLike[str], str] | tuple[str | os.PathLike[str], str, Sequence[str]]
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """The readable pairs of a run, decoded and tokenised once."""
+
+    pixels: torch.Tensor  # uint8 [N, 3, S, S], on the CPU
+    captions: list[str]
+    negatives: list[list[str]]  # each pair's own negative captions (maybe none)
+    group_ids: list[int]  # pairs sharing an id are batched together
+    texts: torch.Tensor  # the captions' token ids, on the device
+    caption_ids: torch.Tensor  # one id per distinct caption, on the device
+    groups: torch.Tensor  # `group_ids` on the device
+    skipped: list[str]  # "path: reason" for images that could not be read
+
+
+def read_training_data(
+    pairs: Sequence[Pair], groups: Sequence[int] | None, size: int, tokenizer: Any, device: str
+) -> TrainData:
+    """Decode and tokenise `pairs`, skipping (and logging) unreadable images."""
+    pixels, kept, skipped = load_pixels([p[0] for p in pairs], size)
+    for reason in skipped:
+        log.warning("skipping %s", reason)
+    readable = [pairs[i] for i in kept]
+    if len(readable) < 2:
+        raise BadInput("fewer than two readable training images")
+    group_ids = [groups[i] for i in kept] if groups is not None else list(range(len(readable)))
+    captions = [p[1] for p in readable]
+    vocab = {c: i for i, c in enumerate(dict.fromkeys(captions))}
+    return TrainData(
+        pixels=pixels,
+        captions=captions,
+        negatives=[list(p[2]) if len(p) > 2 else [] for p in readable],
+        group_ids=group_ids,
+        texts=tokenize(tokenizer, captions, device),
+        caption_ids=torch.tensor([vocab[c] for c in captions], device=device),
+        groups=torch.tensor(group_ids, device=device),
+        skipped=skipped,
+    )
+
+
+def load_pixels(
+    paths: Sequence[str | os.PathLike[str]], size: int
+) -> tuple[torch.Tensor, list[int], list[str]]:
+    """Decode images to model input, uint8 [N, 3, size, size]; unreadable ones are skipped.
+
+    Returns (pixels, indices of the paths kept, "path: reason" for each skipped one).
+    """
+    kept, arrays, skipped = [], [], []
+    for i, name in enumerate(paths):
+        path = Path(name)
+        try:
+            arrays.append(decode(path.read_bytes(), path.suffix.lower().lstrip("."), size).pixels)
+            kept.append(i)
+        except (OSError, UnreadableImage) as e:
+            skipped.append(f"{path}: {e}")
+    if not arrays:
+        return torch.zeros(0, 3, size, size, dtype=torch.uint8), kept, skipped
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(), kept, skipped
+
+
+def tokenize(tokenizer: Any, texts: Sequence[str], device: str) -> torch.Tensor:
+    """Token ids [len(texts), context] of `texts`, on `device`."""
+    return tokenizer(list(texts)).to(device)
+
+
+def split_held_out(
+    group_ids: list[int], fraction: float, seed: int
+) -> tuple[list[list[int]], list[int]]:
+    """Train groups (lists of pair indices) and the held-out pair indices, by whole groups."""
+    members: dict[int, list[int]] = {}
+    for i, g in enumerate(group_ids):
+        members.setdefault(g, []).append(i)
+    groups = list(members.values())
+    rng = np.random.default_rng([seed, 1])
+    order = rng.permutation(len(groups))
+    budget = min(1000, int(len(group_ids) * fraction))
+    held: list[int] = []
+    train: list[list[int]] = []
+    for g in order:
+        if len(held) + len(groups[g]) <= budget:
+            held.extend(groups[g])
+        else:
+            train.append(groups[g])
+    return train, sorted(held)
+
+
+def batches(groups: list[list[int]], batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffled fixed-size batches that keep each group's members together."""
+    order = [i for g in rng.permutation(len(groups)) for i in groups[g]]
+    return [
+        np.array(order[s : s + batch_size])
+        for s in range(0, len(order) - batch_size + 1, batch_size)
+    ] or [np.array(order)]
+
+
+def pick_edits(
+    index: np.ndarray, negatives: list[list[str]], captions: list[str], rng: np.random.Generator
+) -> tuple[list[str], list[bool]]:
+    """One of each pair's own negative captions (its caption, flagged off, when it has none)."""
+    texts, flags = [], []
+    for i in index:
+        own = negatives[i]
+        if own:
+            texts.append(own[int(rng.integers(len(own)))])
+        else:
+            texts.append(captions[i])
+        flags.append(bool(own))
+    return texts, flags

@@ -1,0 +1,14 @@
+"""Options that several command groups share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+IndexOpt = Annotated[
+    Path | None,
+    typer.Option("--index", help="Index directory [default: $PHOTOSEEK_INDEX or XDG data dir]"),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout.")]
