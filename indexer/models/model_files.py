@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from indexer.atomic import replacing, write_text
 from indexer.errors import ModelMismatch
 from indexer.models.fingerprints import weights_fingerprint
 
@@ -74,3 +75,31 @@ def load_head(path: str | os.PathLike[str], encoder: nn.Module, device: str = "c
 def head_alpha(folder: Path) -> float:
     """The fused-score alpha recorded with the head in `folder`."""
     return float(json.loads((folder / HEAD_FILE).read_text())["alpha"])
+
+
+def write_half_copy(source: Path, target: Path) -> None:
+    """Copy the trained model folder `source` to `target` with every weight rounded to fp16.
+
+    Half the bytes, for shipping a model with the package. The copy loads as float32 like any
+    folder; its head records the fingerprint of the rounded encoder, which is what loading the
+    copy computes, and its calibration as the rounded head holds it.
+    """
+    import shutil
+
+    import open_clip
+    from safetensors.torch import save_file
+
+    clip = open_clip.create_model(f"local-dir:{source}")
+    head = load_head(source, clip)
+    for module in (clip, head):
+        module.half().float()  # round in place: the copy must fingerprint as it will load
+    meta = json.loads((source / HEAD_FILE).read_text())
+    scale, bias = (float(v) for v in head.platt)
+    meta.update(encoder_fingerprint=weights_fingerprint(clip), platt={"scale": scale, "bias": bias})
+    target.mkdir(parents=True, exist_ok=True)
+    for module, name in ((clip, MODEL_WEIGHTS), (head, HEAD_WEIGHTS)):
+        with replacing(target / name) as tmp:
+            save_file({k: v.half() for k, v in _cpu_tensors(module).items()}, str(tmp))
+    with replacing(target / MODEL_CONFIG) as tmp:
+        shutil.copyfile(source / MODEL_CONFIG, tmp)
+    write_text(target / HEAD_FILE, json.dumps(meta, indent=2) + "\n")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from search.cli.output import display_path
+from search.cli.output import display_path, fail
 from search.cli.progress import ProgressBar, describe_training
 
 if TYPE_CHECKING:
@@ -25,11 +25,20 @@ def demo(
         Path | None,
         typer.Option(help="Working folder [default: $XDG_CACHE_HOME/photoseek/demo]"),
     ] = None,
+    retrain: Annotated[
+        bool,
+        typer.Option(
+            "--retrain",
+            help="Train the model from scratch here (minutes) instead of using the shipped one, "
+            "and check its figures against the shipped model's",
+        ),
+    ] = False,
 ) -> None:
     """Offline demo on a generated gallery: text→image with and without rerank, image→image,
     image→text, and an HTML page of it all."""
     from indexer.locations import cache_dir
     from search.demo.run import run_demo
+    from search.demo.shipped import regressions
 
     folder = out or cache_dir() / "demo"
 
@@ -37,8 +46,18 @@ def demo(
         typer.echo(text, err=True)
 
     with ProgressBar("training", describe_training, sys.stderr.isatty()) as progress:
-        report = run_demo(folder, say, progress)
+        report = run_demo(folder, say, progress, retrain=retrain)
     _print_report(report)
+    if retrain and report.shipped_quality is not None:
+        s = report.shipped_quality
+        typer.echo(
+            f"the shipped model's figures: R@1 {s['t2i_r1_itc']:.0%} → {s['t2i_r1_rerank']:.0%}, "
+            f"twins {s['twin_itc']:.0%} → {s['twin_rerank']:.0%}"
+        )
+        short = regressions(report.quality, s)
+        if short:
+            raise fail("the retrained model falls short of the shipped one: " + "; ".join(short), 1)
+        typer.echo("the retrained model reaches the shipped model's figures")
 
 
 def _print_report(report: DemoReport) -> None:

@@ -1,9 +1,11 @@
-"""The offline demo: a shapes-world gallery, a tiny model trained here, and every query kind.
+"""The offline demo: a shapes-world gallery, a tiny model, and every query kind.
 
-Nothing is downloaded. `run_demo` generates the gallery and trains (or reuses, when already
-trained in the same folder) a tiny model the way photoseek meets a user's CLIP: a dual encoder
-pretrained on captions that only list the objects (``a red circle and a blue square``, as web
-alt text does), then the ITM head alone on its frozen towers with the full captions. It indexes
+Nothing is downloaded. `run_demo` generates the gallery and uses the model shipped in
+`data/demo-model/` (see `search.demo.shipped`), or with `retrain` trains (or reuses, when
+already trained in the same folder) one by the recipe that made it, the way photoseek meets a
+user's CLIP: a dual encoder pretrained on captions that only list the objects (``a red circle
+and a blue square``, as web alt text does), then the ITM head alone on its frozen towers with
+the full captions. It indexes
 the gallery with the same pipeline as `photoseek index`, runs text→image queries without and
 with rerank (the dual encoder cannot tell a scene from its twins; the head can), an image→image
 query and an image→text query, and writes an HTML page of the results.
@@ -19,9 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from indexer.datasets.shapes_world import listings, write_dataset
+from indexer.models.model_files import HEAD_FILE, MODEL_WEIGHTS
 from indexer.pipeline import IndexOptions, run_index
 from indexer.training.evaluation import evaluate_pairs
 from indexer.training.pairs import PairRow, read_pairs
+from search.demo.shipped import MANIFEST, read_manifest, shipped_dir
 from search.engine import Engine
 from search.hits import Hit
 from search.query import Term
@@ -61,7 +65,9 @@ class DemoReport:
 
     folder: Path
     page: Path
-    trained_now: bool
+    model: Path | None = None
+    shipped_quality: dict[str, float] | None = None  # the shipped model's, from its manifest
+    trained_now: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
     text_queries: list[tuple[str, list[Hit], list[Hit], bytes]] = field(default_factory=list)
     image_query: tuple[bytes, list[Hit]] | None = None
@@ -74,30 +80,28 @@ def run_demo(
     say: Callable[[str], None],
     train_progress: Callable[[TrainProgress], None] | None = None,
     size: DemoSize | None = None,
+    *,
+    retrain: bool = False,
 ) -> DemoReport:
-    """Run the whole demo in `folder` (reusing what an earlier run left there)."""
+    """Run the whole demo in `folder` (reusing what an earlier run left there): on the shipped
+    model, or with `retrain` on a model trained here from scratch by the same recipe."""
     size = size or DemoSize()
     folder.mkdir(parents=True, exist_ok=True)
-    report = DemoReport(folder, folder / "results.html", trained_now=False)
-    clock = time.perf_counter()
-    data = folder / f"shapes-{size.tag}"
-    if not (data / "test.jsonl").exists():
-        say(f"generating the shapes-world gallery and training images in {data}")
-        write_dataset(
-            data, train_groups=size.train_groups, test_groups=size.test_groups, size=64, seed=0
-        )
-    report.seconds["generate"] = time.perf_counter() - clock
-
-    model = folder / f"model-{size.tag}"
-    clock = time.perf_counter()
-    if not (model / "itm_head.json").exists():
-        _train(data, folder / f"pretrained-{size.tag}", model, size, say, train_progress)
-        report.trained_now = True
+    report = DemoReport(folder, folder / "results.html")
+    if retrain:
+        data, model = _retrained(folder, size, say, train_progress, report)
+        tag = size.tag
+        if (shipped_dir() / MANIFEST).exists():  # absent only while the first one is built
+            report.shipped_quality = read_manifest(shipped_dir()).quality
     else:
-        say(f"reusing the model trained earlier in {model}")
-    report.seconds["train"] = time.perf_counter() - clock
+        shipped = read_manifest(shipped_dir())
+        report.shipped_quality = shipped.quality
+        data, model = _gallery(folder, size, say, report), shipped_dir()
+        tag = "shipped-" + shipped.files[MODEL_WEIGHTS][:12]
+        say(f"using the shipped model in {model} (train one here with --retrain)")
+    report.model = model
 
-    index = folder / f"index-{size.tag}"
+    index = folder / f"index-{tag}"
     clock = time.perf_counter()
     say("indexing the gallery with `photoseek index`")
     summary = run_index(index, IndexOptions(roots=(data / "test",), model=str(model)))
@@ -109,19 +113,62 @@ def run_demo(
     with build_engine(index) as engine:
         _text_queries(engine, tests, report)
         _image_and_text_queries(engine, tests, report)
-    quality = evaluate_pairs(model, tests)  # what `photoseek eval` reports, on this gallery
+    report.quality = gallery_quality(model, tests)
+    report.seconds["queries"] = time.perf_counter() - clock
+    _write_page(report)
+    return report
+
+
+def gallery_quality(model: Path, tests: list[PairRow]) -> dict[str, float]:
+    """The demo's figures for `model` on its gallery, as `photoseek eval` reports them."""
+    quality = evaluate_pairs(model, tests)
     itc, reranked, twins = quality["itc"], quality["itm_k32"], quality["twin_accuracy"]
     # evaluate_pairs returns dict[str, object]: narrowed here until it returns a TypedDict
     assert isinstance(itc, dict) and isinstance(reranked, dict) and isinstance(twins, dict)
-    report.quality = {
+    return {
         "t2i_r1_itc": itc["t2i"]["r1"],
         "t2i_r1_rerank": reranked["t2i"]["r1"],
         "twin_itc": twins["itc"],
         "twin_rerank": twins["itm_k32"],
     }
-    report.seconds["queries"] = time.perf_counter() - clock
-    _write_page(report)
-    return report
+
+
+def _gallery(folder: Path, size: DemoSize, say: Callable[[str], None], report: DemoReport) -> Path:
+    """The held-out gallery alone (the same images as in a training run's data folder)."""
+    clock = time.perf_counter()
+    data = folder / f"gallery-t{size.test_groups}"
+    if not (data / "test.jsonl").exists():
+        say(f"generating the shapes-world gallery in {data}")
+        write_dataset(data, train_groups=0, test_groups=size.test_groups, size=64, seed=0)
+    report.seconds["generate"] = time.perf_counter() - clock
+    return data
+
+
+def _retrained(
+    folder: Path,
+    size: DemoSize,
+    say: Callable[[str], None],
+    progress: Callable[[TrainProgress], None] | None,
+    report: DemoReport,
+) -> tuple[Path, Path]:
+    """Training data and a model trained on them in `folder` (reused when already there)."""
+    clock = time.perf_counter()
+    data = folder / f"shapes-{size.tag}"
+    if not (data / "test.jsonl").exists():
+        say(f"generating the shapes-world gallery and training images in {data}")
+        write_dataset(
+            data, train_groups=size.train_groups, test_groups=size.test_groups, size=64, seed=0
+        )
+    report.seconds["generate"] = time.perf_counter() - clock
+    model = folder / f"model-{size.tag}"
+    clock = time.perf_counter()
+    if not (model / HEAD_FILE).exists():
+        _train(data, folder / f"pretrained-{size.tag}", model, size, say, progress)
+        report.trained_now = True
+    else:
+        say(f"reusing the model trained earlier in {model}")
+    report.seconds["train"] = time.perf_counter() - clock
+    return data, model
 
 
 def _train(
@@ -138,7 +185,7 @@ def _train(
     rows = read_pairs(data / "train.jsonl")
     images = [str(r.image) for r in rows]
     groups = [r.group for r in rows if r.group is not None]  # shapes world: every row has one
-    if not (pretrained / "itm_head.json").exists():
+    if not (pretrained / HEAD_FILE).exists():
         say(
             f"pretraining a tiny CLIP-like dual encoder on {len(rows)} images captioned by "
             f"listings, no relations ({size.pretrain_epochs} epochs)"

@@ -1,0 +1,52 @@
+"""Rebuild the demo's shipped model (`data/demo-model/`) with the demo's own recipe.
+
+    .venv/bin/python bench/demo_model.py --out data/demo-model [--work DIR]
+
+Trains the demo's model from scratch exactly as `photoseek demo --retrain` does (fixed seed,
+the default `DemoSize`), rounds it to fp16 into OUT, measures the rounded copy on the demo
+gallery and writes OUT/manifest.json: each file's sha256, the recipe, this command, the CPU and
+the figures. The training folder WORK (default: a folder under the user cache) is reused, so a
+second run only re-exports and re-measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from lib.machine import cpu_model
+
+from indexer.locations import cache_dir
+from indexer.models.loading import resolve_precision
+from indexer.models.model_files import write_half_copy
+from indexer.training.pairs import read_pairs
+from search.demo.run import DemoSize, gallery_quality, run_demo
+from search.demo.shipped import write_manifest
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="the shipped model folder")
+    parser.add_argument("--work", type=Path, default=cache_dir() / "demo-model-build")
+    args = parser.parse_args()
+
+    size = DemoSize()
+    report = run_demo(args.work, lambda line: print(line, file=sys.stderr), retrain=True)
+    assert report.model is not None
+    write_half_copy(report.model, args.out)
+    tests = read_pairs(args.work / f"shapes-{size.tag}" / "test.jsonl")
+    quality = gallery_quality(args.out, tests)
+    cpu = f"{cpu_model()} ({platform.machine()}, {resolve_precision('auto', 'cpu')} training)"
+    manifest = write_manifest(args.out, quality, asdict(size), cpu)
+    print(f"trained fp32: {report.quality}")
+    print(f"shipped fp16: {manifest.quality}")
+    for name, digest in manifest.files.items():
+        size_mb = (args.out / name).stat().st_size / 1e6
+        print(f"  {name}  {size_mb:.2f} MB  sha256 {digest}")
+
+
+if __name__ == "__main__":
+    main()
