@@ -15,10 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from indexer import atomic
-from indexer.errors import UnreadableImage
-from indexer.media import decode as decoding
-from indexer.media.discovery import extension
 from search.hits import Hit
+from search.tools.thumbnails import thumbnail
 
 THUMBNAIL = 256  # px, longest side of the thumbnails embedded in HTML pages
 
@@ -33,19 +31,15 @@ def hit_json(hit: Hit, rank: int) -> dict[str, object]:
         "width": hit.width,
         "height": hit.height,
         "taken_at": hit.taken_at,
-        **{key: round(value, 6) for key, value in hit.extra.items()},
+        **{k: v if isinstance(v, bool) else round(v, 6) for k, v in hit.extra.items()},
     }
 
 
 def thumbnail_data_uri(path: bytes) -> str | None:
     """A small JPEG of the image as a data: URI, or None when the file cannot be read now."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-        image = decoding.load_rgb(data, extension(path), draft_to=THUMBNAIL)
-    except (OSError, UnreadableImage):
+    image = thumbnail(path, THUMBNAIL)
+    if image is None:
         return None
-    image.thumbnail((THUMBNAIL, THUMBNAIL))
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
