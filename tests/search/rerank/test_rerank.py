@@ -79,7 +79,12 @@ def test_onnx_rerank_scores_as_the_torch_head(trained_index):
     )
     got = np.array([h.extra["itm_logit"] for h in hits])
     assert np.allclose(got, expected.numpy(), atol=1e-3)
-    probabilities = trained.head.probability(expected).numpy()
+    # itm_prob calibrates the fused score the hits are ordered by, with the head's Platt fit.
+    scale = float(trained.model.logit_scale.detach().exp())
+    itc = torch.tensor([h.extra["itc_score"] for h in hits])
+    fused = expected + trained.alpha * scale * itc
+    assert np.allclose([h.score for h in hits], fused.numpy(), atol=1e-3)
+    probabilities = trained.head.probability(fused).numpy()
     assert np.allclose([h.extra["itm_prob"] for h in hits], probabilities, atol=1e-4)
 
 
@@ -105,6 +110,7 @@ def test_threshold_cuts_on_match_probability(trained_index):
         kept = engine.search(terms, k=24, rerank_k=24, threshold=cut)
         assert kept and all(h.extra["itm_prob"] >= cut for h in kept)
         assert len(kept) < 24
+        assert [h.id for h in kept] == [h.id for h in everything[: len(kept)]]  # one cut
         assert engine.search(terms, k=5, rerank_k=24, threshold=1.01) == []
         with pytest.raises(BadInput, match="no arithmetic"):
             engine.search(parse_terms(["a", "+", "b"]), k=5, rerank_k=8)
@@ -126,3 +132,46 @@ def test_rerank_needs_a_trained_head(tmp_path, photos, tiny_checkpoint):
     run_index(index, IndexOptions(roots=(photos,), model=tiny_checkpoint))
     with Engine.open(index) as engine, pytest.raises(BadInput, match="ITM head"):
         engine.search(parse_terms(["a dog"]), k=3, rerank_k=8)
+
+
+def test_rerank_k_above_k_returns_the_best_k_of_the_reranked_pool(trained_index):
+    """k=3 of a rerank-k=24 pool: the 3 best fused scores among the ITC top 24, which may
+    include images outside the ITC top 3; itm_prob falls as the fused score does."""
+    index, _, rows = trained_index
+    entered = 0
+    with Engine.open(index) as engine:
+        for row in rows[:8]:
+            terms = parse_terms([row.caption])
+            pool = engine.search(terms, k=24)
+            everything = engine.search(terms, k=24, rerank_k=24)
+            best = engine.search(terms, k=3, rerank_k=24)
+            assert {h.id for h in everything} == {h.id for h in pool}
+            assert [(h.id, h.score) for h in best] == [(h.id, h.score) for h in everything[:3]]
+            probabilities = [h.extra["itm_prob"] for h in everything]
+            assert probabilities == sorted(probabilities, reverse=True)
+            entered += bool({h.id for h in best} - {h.id for h in pool[:3]})
+    assert entered, "reranking 24 candidates never brought in an image outside the ITC top 3"
+
+
+def test_huge_scores_give_probabilities_without_overflow(trained_index, tmp_path):
+    """A Platt scale that sends scale * score far past exp's range: 0 or 1, no warning."""
+    import shutil
+    import warnings
+
+    from search.rerank.head import match_probability
+
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        got = match_probability(np.array([1e308, -1e308, 1e4, -1e4, 0.0]), (1e10, 0.0))
+    assert got.tolist() == [1.0, 0.0, 1.0, 0.0, 0.5]
+    index, _, rows = trained_index
+    copy = tmp_path / "index"
+    shutil.copytree(index, copy)
+    towers = copy / "towers" / "towers.json"
+    spec = json.loads(towers.read_text())
+    spec["rerank"]["platt"] = [1e6, 0.0]
+    towers.write_text(json.dumps(spec))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with Engine.open(copy) as engine:
+            hits = engine.search(parse_terms([rows[0].caption]), k=8, rerank_k=8)
+    assert {h.extra["itm_prob"] for h in hits} <= {0.0, 1.0}
