@@ -31,7 +31,8 @@ and test groups are drawn from independent seed streams spawned from the dataset
 
 Files written by `write_dataset`: ``train/gGGGGGG_tK.png``, ``test/gGGGGG_tK.png``,
 ``train.jsonl`` (``{"image", "caption", "negatives", "group"}``) and ``test.jsonl``
-(``{"image", "caption", "group", "twin"}``), image paths relative to the jsonl's folder.
+(``{"image", "caption", "group", "twin", "boxes"}``), image paths relative to the jsonl's folder;
+``boxes`` maps each object's words (``"red circle"``) to its tight box in pixels (`object_boxes`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,7 @@ HARD_NEGATIVES = 3
 _CAPTION = re.compile(r"a (\w+) (\w+) ({}) a (\w+) (\w+)".format("|".join(RELATIONS)))
 
 _SUPERSAMPLE = 4  # shapes are drawn at 4x and box-filtered down: Pillow polygons are aliased
+_CIRCLE = 0.9  # a circle's radius, in its slot's half-extents
 _NOISE_SIGMA = 4.0  # in 0..255 levels; enough to break flat colours, far too little to shift one
 
 
@@ -310,7 +312,7 @@ def _coverage(shape: str, slot: Slot, size: int) -> np.ndarray:
     draw = ImageDraw.Draw(mask)
     cx, cy, r = slot.x * big, slot.y * big, slot.radius * big
     if shape == "circle":
-        rc = 0.9 * r
+        rc = _CIRCLE * r
         draw.ellipse((cx - rc, cy - rc, cx + rc, cy + rc), fill=255)
     else:
         draw.polygon(_outline(shape, cx, cy, r), fill=255)
@@ -336,17 +338,35 @@ def render(scene: Scene, layout: Layout, size: int = 64, *, noise: bool = True) 
     if size < 16:
         raise BadInput(f"image size must be at least 16 px, got {size}")
     pixels = _background(layout, size)
-    objects = (
-        (scene.colour1, scene.shape1, layout.subject),
-        (scene.colour2, scene.shape2, layout.reference),
-    )
-    for colour, shape, slot in objects:
+    for colour, shape, slot in _objects(scene, layout):
         alpha = _coverage(shape, slot, size)[:, :, None]
         pixels = pixels * (1 - alpha) + np.array(COLOURS[colour], dtype=np.float32) * alpha
     if noise:
         jitter = np.random.default_rng(layout.noise_seed).normal(0.0, _NOISE_SIGMA, pixels.shape)
         pixels = pixels + jitter
     return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
+
+
+def _objects(scene: Scene, layout: Layout) -> tuple[tuple[str, str, Slot], ...]:
+    return (
+        (scene.colour1, scene.shape1, layout.subject),
+        (scene.colour2, scene.shape2, layout.reference),
+    )
+
+
+def object_boxes(scene: Scene, layout: Layout, size: int = 64) -> dict[str, list[float]]:
+    """Each object's tight bounding box [left, top, right, bottom] in pixels of the `size`
+    image `render` draws, keyed by its words ``colour shape``: where the words point."""
+    boxes = {}
+    for colour, shape, slot in _objects(scene, layout):
+        cx, cy, r = slot.x * size, slot.y * size, slot.radius * size
+        if shape == "circle":
+            points = [(cx - _CIRCLE * r, cy - _CIRCLE * r), (cx + _CIRCLE * r, cy + _CIRCLE * r)]
+        else:
+            points = _outline(shape, cx, cy, r)
+        xs, ys = [x for x, _ in points], [y for _, y in points]
+        boxes[f"{colour} {shape}"] = [round(v, 3) for v in (min(xs), min(ys), max(xs), max(ys))]
+    return boxes
 
 
 @dataclass(frozen=True)
@@ -367,6 +387,7 @@ class TwinRow:
     caption: str
     group: int
     twin: int  # 0..3, as in the module docstring
+    boxes: dict[str, list[float]] = field(default_factory=dict)  # {} in files written before
 
 
 @dataclass(frozen=True)
@@ -439,7 +460,8 @@ def write_dataset(
         for k, scene in enumerate(base.group()):
             name = f"test/g{g:05d}_t{k}.png"
             render(scene, layout, size).save(out_dir / name)
-            twin_rows.append(TwinRow(name, scene.caption(), g, k))
+            boxes = object_boxes(scene, layout, size)
+            twin_rows.append(TwinRow(name, scene.caption(), g, k, boxes))
 
     train_jsonl, test_jsonl = out_dir / "train.jsonl", out_dir / "test.jsonl"
     _write_jsonl(train_jsonl, train_rows)

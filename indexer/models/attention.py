@@ -8,9 +8,19 @@ tracer records as constants; these read every size from the input instead. The c
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeAlias
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+# Sees the attention probabilities [B, heads, T, S] and returns those the values are mixed by.
+ProbabilityTap: TypeAlias = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _split(t: torch.Tensor, heads: int) -> torch.Tensor:
+    return t.unflatten(-1, (heads, -1)).transpose(1, 2)
 
 
 def attend(
@@ -22,9 +32,20 @@ def attend(
 ) -> torch.Tensor:
     """Attention of batch-first queries [B, T, W] over keys and values [B, S, W], split into
     `heads`; `mask` is SDPA's (broadcast to [B, heads, T, S]: True or 0 where allowed)."""
-    q, k, v = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k, v))
+    q, k, v = (_split(t, heads) for t in (q, k, v))
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     return out.transpose(1, 2).flatten(2)
+
+
+def attend_tapped(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, tap: ProbabilityTap
+) -> torch.Tensor:
+    """What `attend` computes without a mask, written out so that the probabilities pass
+    through `tap`, which may record them (Grad-CAM differentiates the output with respect to
+    them) or replace them; SDPA never materialises them, so this path is for explanations."""
+    q, k, v = (_split(t, heads) for t in (q, k, v))
+    probabilities = torch.softmax(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5, dim=-1)
+    return (tap(probabilities) @ v).transpose(1, 2).flatten(2)
 
 
 def self_attention(

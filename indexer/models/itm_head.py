@@ -15,10 +15,11 @@ The head runs in two stages:
    against the stored image tokens, through `layers` fusion blocks (self-attention over the text,
    cross-attention text -> image, MLP) to a logit read from a learned [MATCH] query.
 
-`ItmHead.probability` maps a logit to a calibrated match probability (Platt scaling fitted on
-held-out pairs by `fit_platt`). The token helpers below take features from open_clip towers:
-`image_features_and_tokens` and `text_features_and_tokens` return the towers' ITC embeddings
-and their token sequences from one forward pass.
+`ItmHead.probability` maps a fused rerank score (``itm_logit + alpha * logit_scale * itc``) to
+a calibrated match probability (Platt scaling fitted on held-out pairs by `fit_platt`). The
+token helpers below take features from open_clip towers: `image_features_and_tokens` and
+`text_features_and_tokens` return the towers' ITC embeddings and their token sequences from one
+forward pass.
 """
 
 from __future__ import annotations
@@ -27,14 +28,14 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from indexer.errors import BadInput
-from indexer.models.attention import attend, self_attention
+from indexer.models.attention import ProbabilityTap, attend, attend_tapped, self_attention
 from indexer.models.text_forward import OpenClipModel, trimmed_text_forward
 from indexer.models.text_tokens import real_tokens, trim_padding
 
@@ -81,6 +82,8 @@ class _CrossAttention(nn.Module):
     to its image row, so the key/value projection (the head's largest cost) runs per image.
     """
 
+    tap: ProbabilityTap | None = None  # set by `ItmHead.attention_tap` only
+
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()
         self.heads = heads
@@ -92,6 +95,8 @@ class _CrossAttention(nn.Module):
         # index_select, not kv[index]: its backward (index_add_) is far faster on CPU than
         # advanced indexing's (an accumulating index_put).
         k, v = self.kv(image).index_select(0, index).chunk(2, dim=-1)
+        if self.tap is not None:
+            return self.proj(attend_tapped(self.q(x), k, v, self.heads, self.tap))
         return self.proj(attend(self.q(x), k, v, self.heads))
 
 
@@ -212,10 +217,24 @@ class ItmHead(nn.Module):
         mask = mask.to(best.dtype)
         return self.token_scale.exp() * (best * mask).sum(1) / mask.sum(1).clamp(min=1)
 
-    def probability(self, logits: torch.Tensor) -> torch.Tensor:
-        """Calibrated match probability for logits from `forward`."""
+    @contextmanager
+    def attention_tap(self, layer: int, tap: ProbabilityTap) -> Iterator[None]:
+        """Pass fusion block `layer`'s cross-attention probabilities [N, heads, 1 + T, P']
+        (rows: the [MATCH] query, then the text tokens; columns: the stored image tokens)
+        through `tap` inside the block, for explanations; outside it `forward` is untouched."""
+        if not 0 <= layer < len(self.blocks):
+            raise BadInput(f"the head has fusion layers 0..{len(self.blocks) - 1}, not {layer}")
+        attention = cast(_CrossAttention, self.blocks[layer].cross_attn)
+        attention.tap = tap
+        try:
+            yield
+        finally:
+            attention.tap = None
+
+    def probability(self, fused: torch.Tensor) -> torch.Tensor:
+        """Calibrated match probability for fused rerank scores (see the module docstring)."""
         scale, bias = self.platt.unbind()
-        return torch.sigmoid(scale * logits.float() + bias)
+        return torch.sigmoid(scale * fused.float() + bias)
 
 
 def fit_platt(logits: torch.Tensor, labels: torch.Tensor, steps: int = 200) -> tuple[float, float]:
