@@ -2,7 +2,8 @@
 
 A query process cannot afford to import torch and open_clip, so at index time the towers are
 written as ONNX beside ``towers.json`` (see ``indexer.towers.spec.TowersSpec``) and a copy of
-the BPE vocabulary; ``search.encoders.towers`` runs them with onnxruntime.
+the BPE vocabulary, or the model's Hugging Face tokenizer as tokenizer.json
+(``indexer.towers.tokenizer_export``); ``search.encoders.towers`` runs them with onnxruntime.
 """
 
 from __future__ import annotations
@@ -38,16 +39,14 @@ from indexer.towers.spec import (
     TOWERS_FILE,
     ImagePreprocess,
     RerankSpec,
+    ScoreSpec,
     TowersSpec,
 )
+from indexer.towers.tokenizer_export import EXAMPLE_BATCH, TextSide, text_side
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
-# 256 byte symbols, the same with an end-of-word mark, 48,894 merges and two specials.
-CLIP_BPE_VOCAB_SIZE = 49408
-# Two rows, so the traced graph cannot quietly specialise the batch axis to 1.
-_EXAMPLE_BATCH = 2
 _TOWER_FILE = re.compile(r"(text|image|head)-(?P<tag>[0-9a-f]{12})\.onnx(\.data)?")
 
 
@@ -78,31 +77,30 @@ def export_towers(
     out_dir: str | os.PathLike[str],
     head: ItmHead | None = None,
     alpha: float = 1.0,
+    tokenizer: Any = None,
 ) -> Path:
     """Write both towers of an open_clip CLIP model, towers.json and the vocabulary to out_dir,
     and the model's ITM `head` (with its fused-score `alpha`) when it has one.
+
+    `tokenizer` is the model's open_clip tokenizer; it must be given for a model with a
+    Hugging Face tokenizer (written as tokenizer.json), and may be None for CLIP's BPE.
 
     The caller's model is left as it was (device, dtype, train/eval): a float32 CPU copy is
     exported. Tower files get fresh names and towers.json, replaced atomically and last, is
     what points a reader at them, so readers see the old export or the new one, never a mix.
     Towers from earlier exports are then deleted. Returns the folder.
     """
-    vocab_size = getattr(model, "vocab_size", CLIP_BPE_VOCAB_SIZE)
-    if vocab_size != CLIP_BPE_VOCAB_SIZE:
-        raise BadModelSpec(
-            f"text tower has {vocab_size} token ids; only CLIP's BPE vocabulary "
-            f"({CLIP_BPE_VOCAB_SIZE}) can be served without torch"
-        )
+    side = text_side(model, tokenizer)
     image_cfg = _image_preprocess(model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     twin = copy.deepcopy(model).to(device="cpu", dtype=torch.float32).eval().requires_grad_(False)
-    context_length = int(twin.context_length)
-    tokens = _example_tokens(context_length)
-    pixels = torch.zeros(_EXAMPLE_BATCH, 3, image_cfg.size, image_cfg.size)
+    tokens = side.examples
+    pixels = torch.zeros(EXAMPLE_BATCH, 3, image_cfg.size, image_cfg.size)
     tag = uuid.uuid4().hex[:12]
     text_file, image_file = f"text-{tag}.onnx", f"image-{tag}.onnx"
-    trim = trimmable(twin)
+    # Trimming reads CLIP's end token (the largest id) to know where padding starts.
+    trim = side.hf is None and trimmable(twin)
     if head is not None and not trim:
         raise BadModelSpec(
             "the ITM head can only be served with open_clip's built-in CLIP text tower"
@@ -116,9 +114,9 @@ def export_towers(
             rerank = None
             if head is not None:
                 rerank = _export_head(head, twin, alpha, out / f"head-{tag}.onnx")
-        spec = TowersSpec(context_length, embed_dim, image_cfg, text_file, image_file, trim, rerank)
-        with replacing(out / spec.vocab_file) as tmp:
-            shutil.copyfile(default_bpe(), tmp)
+        spec = TowersSpec(side.context_length, embed_dim, image_cfg, text_file, image_file, trim,
+                          rerank, tokenizer=side.hf, score=_score(twin))  # fmt: skip
+        _write_tokenizer(side, out / spec.vocab_file)
         write_text(out / TOWERS_FILE, spec.to_json())
     except BaseException:
         _remove_towers(out, lambda t: t == tag)
@@ -170,22 +168,28 @@ def _export_text(model: OpenClipModel, tokens: torch.Tensor, trim: bool, target:
     _export(_Tower(model, trimmed_text_forward), (tokens,), [OUTPUT, TOKENS_OUTPUT], axes, target)
 
 
+def _write_tokenizer(side: TextSide, vocab: Path) -> None:
+    """Write the tokenizer the query path runs: tokenizer.json, or a copy of CLIP's BPE."""
+    if side.hf is not None:
+        write_text(vocab.with_name(side.hf.file), side.hf_json)
+        return
+    with replacing(vocab) as tmp:
+        shutil.copyfile(default_bpe(), tmp)
+
+
+def _score(model: OpenClipModel) -> ScoreSpec:
+    """SigLIP's sigmoid (a model with a logit bias), else CLIP's cosine."""
+    scale = float(model.logit_scale.exp())
+    bias = getattr(model, "logit_bias", None)
+    if bias is None:
+        return ScoreSpec("cosine", scale, 0.0)
+    return ScoreSpec("sigmoid", scale, float(bias))
+
+
 def _per_channel(value: float | Sequence[float]) -> tuple[float, float, float]:
     """A mean or std for each of R, G, B: open_clip accepts one number for all three."""
     red, green, blue = (value,) * 3 if isinstance(value, int | float) else value
     return float(red), float(green), float(blue)
-
-
-def _example_tokens(context_length: int) -> torch.Tensor:
-    """A plausible token batch: start, a few words, end, padding; rows of different lengths."""
-    sot, eot = CLIP_BPE_VOCAB_SIZE - 2, CLIP_BPE_VOCAB_SIZE - 1
-    tokens = torch.zeros(_EXAMPLE_BATCH, context_length, dtype=torch.long)
-    for row in range(_EXAMPLE_BATCH):
-        words = min(3 + row, context_length - 2)
-        tokens[row, 0] = sot
-        tokens[row, 1 : 1 + words] = torch.arange(320, 320 + words)
-        tokens[row, 1 + words] = eot
-    return tokens
 
 
 def _export_head(head: ItmHead, model: OpenClipModel, alpha: float, target: Path) -> RerankSpec:
@@ -193,9 +197,9 @@ def _export_head(head: ItmHead, model: OpenClipModel, alpha: float, target: Path
     head = copy.deepcopy(head).to(device="cpu", dtype=torch.float32).eval()
     c = head.config
     examples = (
-        torch.randn(_EXAMPLE_BATCH, 5, c.text_dim),
+        torch.randn(EXAMPLE_BATCH, 5, c.text_dim),
         torch.tensor([[True] * 5, [True] * 3 + [False] * 2]),
-        torch.randn(_EXAMPLE_BATCH + 1, c.stored_tokens, c.store_dim),
+        torch.randn(EXAMPLE_BATCH + 1, c.stored_tokens, c.store_dim),
         torch.tensor([0, 2]),
     )
     rows, length = {0: "rows"}, {0: "rows", 1: "length"}

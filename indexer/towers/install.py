@@ -3,19 +3,34 @@
 Exporting a ViT-B-32 takes seconds, so exports are cached under $XDG_CACHE_HOME/photoseek/towers,
 keyed by the model's identity; each index gets its own copy (hard links where possible), so an
 index directory stays self-contained and portable.
+
+Any number of processes may install the same model at once, and any may be killed part way:
+one process at a time works on a cache entry (a lock per entry); an export is made in a folder
+of its own, given its manifest (sizes and checksums) and only then renamed into the cache; a
+cached export is checked against its manifest before it is copied; and an index's towers are
+replaced by swapping two folders, so an index that had towers always has a complete set.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from indexer.atomic import fsync_dir
 from indexer.locations import TOWERS_DIR, cache_dir
 from indexer.models.fingerprints import cache_key
-from indexer.models.loading import LoadedModel, ModelIdentity
-from indexer.towers.spec import FORMAT_VERSION, towers_ready
+from indexer.models.loading import LoadedModel, ModelIdentity, current_identity
+from indexer.progress import Progress
+from indexer.towers.file_lock import exclusive_lock
+from indexer.towers.manifest import export_problem, write_manifest
+from indexer.towers.spec import FORMAT_VERSION
+
+_WORK_MARKS = (".new-", ".old-", ".tmp-")  # folders being made or dropped (.tmp-: older versions)
 
 
 def cache_root() -> Path:
@@ -23,27 +38,99 @@ def cache_root() -> Path:
 
 
 def install_towers(
-    directory: Path, identity: ModelIdentity, load: Callable[[], LoadedModel]
+    directory: Path,
+    identity: ModelIdentity,
+    load: Callable[[], LoadedModel],
+    progress: Callable[[Progress], None] | None = None,
 ) -> bool:
-    """Give the index its ONNX towers unless it has them; `load` is called only on a cache miss.
+    """Give the index its ONNX towers unless it has them whole; `load` is called only when
+    the cache has no intact export. The caller holds the index's write lock.
 
     Returns whether anything was installed.
     """
     target = directory / TOWERS_DIR
-    if towers_ready(target):
+    if export_problem(target, checksums=False) is None:
         return False
-    cached = cache_root() / cache_key(FORMAT_VERSION, identity.architecture, identity.weights)
-    if not towers_ready(cached):
-        from indexer.towers.export import export_towers  # imports torch: only when exporting
-
-        loaded = load()
-        export_towers(loaded.model, cached, loaded.head, loaded.head_alpha)
-    staging = directory / f"{TOWERS_DIR}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(cached, staging, copy_function=_link_or_copy)
-    shutil.rmtree(target, ignore_errors=True)  # an incomplete earlier copy
-    os.replace(staging, target)
+    identity = current_identity(identity)  # caches key on whole-file fingerprints
+    key = cache_key(FORMAT_VERSION, identity.architecture, identity.weights)
+    entry = cache_root() / key
+    with exclusive_lock(cache_root() / f"{key}.lock"):
+        _remove_work(cache_root(), key)  # left by a killed process: the lock is ours now
+        if export_problem(entry, checksums=True) is not None:
+            _export(entry, load, progress)
+        _remove_work(directory, TOWERS_DIR)
+        staging = directory / f"{TOWERS_DIR}.new-{uuid.uuid4().hex}"
+        shutil.copytree(entry, staging, copy_function=_link_or_copy)
+    problem = export_problem(staging, checksums=False)
+    if problem is not None:  # the copy itself went wrong (a full disk)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise OSError(f"copying the query towers into {directory} failed: {problem}")
+    _put_in_place(staging, target)
     return True
+
+
+def _export(
+    entry: Path, load: Callable[[], LoadedModel], progress: Callable[[Progress], None] | None
+) -> None:
+    """Export the model's towers beside `entry`, give them their manifest, and rename them
+    to `entry` (which the caller's lock keeps anyone else from reading meanwhile)."""
+    from indexer.towers.export import export_towers  # imports torch: only when exporting
+
+    if progress:  # loading the full model and exporting can take tens of seconds
+        progress(Progress("exporting", 0, 2, "steps", "loading the model"))
+    loaded = load()
+    if progress:
+        progress(Progress("exporting", 1, 2, "steps", "exporting the query towers"))
+    work = entry.with_name(f"{entry.name}.new-{uuid.uuid4().hex}")
+    try:
+        export_towers(loaded.model, work, loaded.head, loaded.head_alpha, loaded.tokenizer)
+        write_manifest(work)
+        _put_in_place(work, entry)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if progress:
+        progress(Progress("exporting", 2, 2, "steps"))
+
+
+def _put_in_place(new: Path, target: Path) -> None:
+    """Make folder `new` the folder `target`, dropping what `target` held: in one step where
+    the system can swap two names, else with two renames an instant apart."""
+    if target.exists() and _swap_names(new, target):
+        shutil.rmtree(new)  # now the old folder
+    elif target.exists():
+        old = target.with_name(f"{target.name}.old-{uuid.uuid4().hex}")
+        os.replace(target, old)
+        os.replace(new, target)
+        shutil.rmtree(old)
+    else:
+        os.replace(new, target)
+    fsync_dir(target.parent)
+
+
+def _swap_names(a: Path, b: Path) -> bool:
+    """Exchange two paths' names atomically; False where the system (or file system) can't:
+    Linux has renameat2(RENAME_EXCHANGE), macOS renamex_np(RENAME_SWAP)."""
+    if sys.platform not in ("linux", "darwin"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)  # the C library the interpreter runs on
+    if hasattr(libc, "renameat2"):
+        at_fdcwd, rename_exchange = -100, 2
+        args = (at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+        return bool(libc.renameat2(*args) == 0)
+    if hasattr(libc, "renamex_np"):
+        rename_swap = 2
+        return bool(libc.renamex_np(os.fsencode(a), os.fsencode(b), rename_swap) == 0)
+    return False  # an older C library: two renames
+
+
+def _remove_work(folder: Path, name: str) -> None:
+    """Delete the half-made or half-dropped copies of `name` in `folder` that a killed
+    process left; only call holding the lock that keeps live ones from being made there."""
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        if any(path.name.startswith(name + mark) for mark in _WORK_MARKS) and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _link_or_copy(source: str, destination: str) -> None:

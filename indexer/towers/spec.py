@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,7 +18,11 @@ OUTPUT = "embedding"
 TOKENS_OUTPUT = "token_features"  # a trimmed text tower's per-token features, the ITM head's input
 HEAD_INPUTS = ("text_tokens", "text_mask", "image_tokens", "image_index")
 LOGIT_OUTPUT = "logit"
-FORMAT_VERSION = 4  # 2: square image size; 3: text_trimmed; 4: text tokens and the ITM head
+# 2: square image size; 3: text_trimmed; 4: text tokens and the ITM head; 5: Platt calibrates
+# the fused score (it calibrated the ITM logit alone); 6: Hugging Face tokenizers and the score
+FORMAT_VERSION = 6
+TOKENIZER_FILE = "tokenizer.json"
+CLEANERS = ("lower", "whitespace", "canonicalize")  # open_clip's text cleaning functions
 
 
 @dataclass(frozen=True)
@@ -43,9 +48,43 @@ class RerankSpec:
     head_file: str
     alpha: float  # fused = itm_logit + alpha * logit_scale * itc_cosine
     logit_scale: float
-    platt: tuple[float, float]  # match probability = sigmoid(platt[0] * logit + platt[1])
+    platt: tuple[float, float]  # match probability = sigmoid(platt[0] * fused + platt[1])
     stored_tokens: int  # each image's stored tokens: [stored_tokens, store_dim] fp16
     store_dim: int
+
+
+@dataclass(frozen=True)
+class HfTokenizerSpec:
+    """A Hugging Face tokenizer, saved as `file` (tokenizer.json) and run by the `tokenizers`
+    library as open_clip's HFTokenizer runs it: cleaned, special tokens added, truncated and
+    padded to the context length."""
+
+    file: str
+    clean: str  # one of CLEANERS, applied before tokenizing
+    pad_id: int
+    pad_token: str
+    padding_side: str  # "right" or "left"
+    truncation_side: str
+    strip_id: int | None = None  # an id replaced by 0 (open_clip's strip_sep_token), if any
+
+
+@dataclass(frozen=True)
+class ScoreSpec:
+    """How the model scores a text against an image: CLIP's softmax over cosines, or SigLIP's
+    sigmoid, where sigmoid(logit_scale * cosine + logit_bias) is a match probability."""
+
+    kind: str = "cosine"  # "cosine" or "sigmoid"
+    logit_scale: float = 1.0
+    logit_bias: float = 0.0
+
+    def probability(self, cosine: float) -> float:
+        """The sigmoid model's match probability for a text-image cosine."""
+        logit = self.logit_scale * cosine + self.logit_bias
+        # Split by sign so exp never overflows for a large |logit|.
+        if logit >= 0:
+            return 1.0 / (1.0 + math.exp(-logit))
+        odds = math.exp(logit)
+        return odds / (1.0 + odds)
 
 
 @dataclass(frozen=True)
@@ -59,7 +98,9 @@ class TowersSpec:
     image_file: str
     text_trimmed: bool  # the text tower takes [B, L ≤ context_length]: padding may be cut
     rerank: RerankSpec | None = None  # set when the model has an ITM head
-    vocab_file: str = VOCAB_FILE
+    vocab_file: str = VOCAB_FILE  # CLIP's BPE vocabulary, used unless `tokenizer` is set
+    tokenizer: HfTokenizerSpec | None = None  # the model's Hugging Face tokenizer, if it has one
+    score: ScoreSpec = ScoreSpec()
     version: int = FORMAT_VERSION
 
     def to_json(self) -> str:
@@ -90,9 +131,62 @@ class TowersSpec:
             rerank = raw.pop("rerank", None)
             if rerank is not None:
                 rerank = RerankSpec(**{**rerank, "platt": tuple(rerank["platt"])})
-            return cls(**raw, image=ImagePreprocess(**image), rerank=rerank)
+            tokenizer = raw.pop("tokenizer", None)
+            if tokenizer is not None:
+                tokenizer = HfTokenizerSpec(**tokenizer)
+            score = ScoreSpec(**raw.pop("score", {}))
+            spec = cls(**raw, image=ImagePreprocess(**image), rerank=rerank,
+                       tokenizer=tokenizer, score=score)  # fmt: skip
         except (KeyError, TypeError) as e:
             raise IndexNotFound(f"{path}: malformed ({e})") from None
+        spec._check_names(path)
+        spec._check_choices(path)
+        return spec
+
+    def _check_choices(self, path: Path) -> None:
+        """Refuse settings the query path does not know, naming the one that is wrong."""
+        choices: list[tuple[str, object, tuple[str, ...]]] = [
+            ("score kind", self.score.kind, ("cosine", "sigmoid"))
+        ]
+        if self.tokenizer is not None:
+            sides = ("right", "left")
+            choices += [
+                ("tokenizer clean", self.tokenizer.clean, CLEANERS),
+                ("tokenizer padding_side", self.tokenizer.padding_side, sides),
+                ("tokenizer truncation_side", self.tokenizer.truncation_side, sides),
+            ]
+        for what, value, allowed in choices:
+            if value not in allowed:
+                raise IndexNotFound(f"{path}: {what} {value!r} is not one of {', '.join(allowed)}")
+
+    def named_files(self) -> dict[str, str]:
+        """The files this export uses beside towers.json (each graph also has its .data),
+        by the field that names them."""
+        names = {"text_file": self.text_file, "image_file": self.image_file}
+        if self.tokenizer is None:  # CLIP's BPE; a Hugging Face tokenizer replaces it
+            names["vocab_file"] = self.vocab_file
+        else:
+            names["tokenizer_file"] = self.tokenizer.file
+        if self.rerank is not None:
+            names["head_file"] = self.rerank.head_file
+        return names
+
+    def _check_names(self, path: Path) -> None:
+        """Refuse file names that leave the export folder: towers.json comes with an index
+        folder, which may come from anyone, and its names are joined to the folder's path."""
+        names = {**self.named_files(), "vocab_file": self.vocab_file}
+        for field, name in names.items():
+            if not plain_name(name):
+                raise IndexNotFound(
+                    f"{path}: {field} {name!r} is not a plain file name in its folder"
+                )
+
+
+def plain_name(name: object) -> bool:
+    """Whether `name` is one path component naming a file beside towers.json."""
+    if not isinstance(name, str) or name in ("", ".", "..") or "\0" in name:
+        return False
+    return not any(sep in name for sep in ("/", "\\")) and not Path(name).is_absolute()
 
 
 def towers_ready(folder: Path) -> bool:

@@ -1,1 +1,1 @@
-"""Torch-free query encoders: the ONNX towers and the CLIP tokenizer."""
+"""Torch-free query encoders: the ONNX towers, CLIP's BPE tokenizer and Hugging Face tokenizers."""

@@ -7,11 +7,9 @@ matches text embedded by the torch model the index was built with.
 
 from __future__ import annotations
 
-import gzip
-import html
 import itertools
 import os
-import re
+import zlib
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -19,6 +17,7 @@ import numpy as np
 import regex
 
 from indexer.errors import BadInput
+from search.encoders.cleaning import CLEANERS
 
 DEFAULT_CONTEXT_LENGTH = 77
 START_OF_TEXT = "<start_of_text>"
@@ -29,6 +28,9 @@ _MERGE_COUNT = 49152 - 256 - 2
 _END_OF_WORD = "</w>"
 _WORD_CACHE_SIZE = 1 << 16
 _NO_RANK = float("inf")
+_MAX_VOCAB_BYTES = 16 << 20  # compressed or not; CLIP's inflates to 3.2 MB
+_GZIP_WBITS = 16 + zlib.MAX_WBITS  # zlib's "gzip framing" window setting
+_clean = CLEANERS["lower"]
 
 
 def _byte_symbols() -> dict[int, str]:
@@ -50,23 +52,29 @@ def _byte_symbols() -> dict[int, str]:
 def _read_merges(vocab_path: str | os.PathLike[str]) -> list[tuple[str, ...]]:
     """The ranked merges from a gzipped CLIP BPE file; only the head of the file is used."""
     # One decompress and split: reading the gzip line by line costs a cold query ~0.1 s.
-    with open(vocab_path, "rb") as f:
-        lines = gzip.decompress(f.read()).decode("utf-8").split("\n")
+    lines = _inflate(vocab_path).decode("utf-8", errors="replace").split("\n")
     # Line 0 is a version header; CLIP uses only the first _MERGE_COUNT merges after it.
     return [tuple(line.split()) for line in lines[1 : 1 + _MERGE_COUNT]]
 
 
-_PLAIN = re.compile(r"[ -%'-~]*")  # printable ASCII without '&' (which ftfy may unescape)
-
-
-def _clean(text: str) -> str:
-    """Normalise text as open_clip's "lower" cleaner does: fix mojibake, unescape, squeeze."""
-    if not _PLAIN.fullmatch(text):  # ftfy leaves plain printable ASCII alone; skip its import
-        import ftfy
-
-        text = ftfy.fix_text(text)
-    text = html.unescape(html.unescape(text)).strip()
-    return " ".join(text.split()).lower()
+def _inflate(vocab_path: str | os.PathLike[str]) -> bytes:
+    """The file's gzip payload, refused past _MAX_VOCAB_BYTES on either side: the vocabulary
+    is read from an index folder, which may come from anyone (a gzip bomb must not fill RAM)."""
+    with open(vocab_path, "rb") as f:
+        packed = f.read(_MAX_VOCAB_BYTES + 1)
+    inflater = zlib.decompressobj(wbits=_GZIP_WBITS)
+    try:
+        data = inflater.decompress(packed, _MAX_VOCAB_BYTES + 1)
+    except zlib.error as e:
+        raise BadInput(f"{os.fsdecode(vocab_path)}: not a gzipped BPE vocabulary ({e})") from None
+    if len(packed) > _MAX_VOCAB_BYTES or len(data) > _MAX_VOCAB_BYTES:
+        raise BadInput(
+            f"{os.fsdecode(vocab_path)}: BPE vocabulary larger than "
+            f"{_MAX_VOCAB_BYTES >> 20} MiB; CLIP's is 3 MiB"
+        )
+    if not inflater.eof:
+        raise BadInput(f"{os.fsdecode(vocab_path)}: truncated BPE vocabulary")
+    return data
 
 
 class ClipTokenizer:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Generic, Self, TypeVar
@@ -29,6 +29,7 @@ from indexer.towers.spec import (
     TEXT_INPUT,
     TOKENS_OUTPUT,
     RerankSpec,
+    ScoreSpec,
     TowersSpec,
 )
 from search.encoders.tokenizer import ClipTokenizer
@@ -80,15 +81,28 @@ class _Tower(Generic[Loaded]):
         raise NotImplementedError
 
 
-class TextEncoder(_Tower["tuple[onnxruntime.InferenceSession, ClipTokenizer]"]):
+# Texts to token ids [N, context_length]: CLIP's BPE or the model's Hugging Face tokenizer.
+Tokenize = Callable[[str | Sequence[str]], np.ndarray]
+
+
+class TextEncoder(_Tower["tuple[onnxruntime.InferenceSession, Tokenize]"]):
     """Embeds query text with the exported text tower: unit-length float32 rows."""
 
     def __init__(self, folder: str | os.PathLike[str], batch_size: int = 64) -> None:
         super().__init__(folder, batch_size)
+        self.score: ScoreSpec = self.spec.score  # how the model turns a cosine into a score
 
-    def _load(self) -> tuple[onnxruntime.InferenceSession, ClipTokenizer]:
-        vocab = _existing(self.folder / self.spec.vocab_file)
-        tokenizer = ClipTokenizer(vocab, self.spec.context_length)
+    def _load(self) -> tuple[onnxruntime.InferenceSession, Tokenize]:
+        hf = self.spec.tokenizer
+        tokenizer: Tokenize
+        if hf is None:
+            tokenizer = ClipTokenizer(_existing(self.folder / self.spec.vocab_file),
+                                      self.spec.context_length)  # fmt: skip
+        else:
+            # Imported here, so a CLIP model's cold query never imports `tokenizers`.
+            from search.encoders.hf_tokenizer import HfTokenizer
+
+            tokenizer = HfTokenizer(_existing(self.folder / hf.file), hf, self.spec.context_length)
         return _open_session(_existing(self.folder / self.spec.text_file)), tokenizer
 
     def encode(self, texts: str | Sequence[str]) -> np.ndarray:
@@ -111,7 +125,7 @@ class TextEncoder(_Tower["tuple[onnxruntime.InferenceSession, ClipTokenizer]"]):
         features = session.run([TOKENS_OUTPUT], {TEXT_INPUT: ids})[0]
         return features, real_tokens(ids)
 
-    def _ids(self, tokenizer: ClipTokenizer, texts: str | Sequence[str]) -> np.ndarray:
+    def _ids(self, tokenizer: Tokenize, texts: str | Sequence[str]) -> np.ndarray:
         tokens = tokenizer(texts)
         return trim_padding(tokens) if self.spec.text_trimmed else tokens
 
@@ -152,11 +166,6 @@ class HeadScorer(_Tower["onnxruntime.InferenceSession"]):
             )
         )
         return session.run([LOGIT_OUTPUT], feeds)[0]
-
-    def probability(self, logits: np.ndarray) -> np.ndarray:
-        """Calibrated match probabilities (Platt scaling fitted at training)."""
-        scale, bias = self.rerank.platt
-        return 1.0 / (1.0 + np.exp(-(scale * logits + bias)))
 
 
 class ImageEncoder(_Tower["onnxruntime.InferenceSession"]):

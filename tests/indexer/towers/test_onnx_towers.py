@@ -289,3 +289,22 @@ def test_text_tower_runs_only_as_long_as_the_longest_text(towers: Path, tiny_mod
         expected = model.encode_text(open_clip.tokenize(texts), normalize=True).numpy()
     got = TextEncoder(towers).encode(texts)
     assert np.min(np.sum(got * expected, axis=1)) >= 0.999
+
+
+@pytest.mark.parametrize("field", ["text_file", "image_file", "vocab_file", "head_file"])
+@pytest.mark.parametrize("name", ["../outside.onnx", "/etc/passwd", "sub/t.onnx", "..", ""])
+def test_towers_json_names_only_plain_files_in_its_folder(
+    towers: Path, tmp_path: Path, field: str, name: str
+) -> None:
+    """An index folder is portable, so its towers.json is untrusted: a name that leaves the
+    folder (or names a folder) is refused in one line before any file is opened."""
+    raw = json.loads((towers / TOWERS_FILE).read_text())
+    if field == "head_file":
+        raw["rerank"] = {"head_file": name, "alpha": 1.0, "logit_scale": 30.0,
+                         "platt": [1.0, 0.0], "stored_tokens": 4, "store_dim": 8}  # fmt: skip
+    else:
+        raw[field] = name
+    (tmp_path / TOWERS_FILE).write_text(json.dumps(raw))
+    with pytest.raises(IndexNotFound, match=field) as caught:
+        TowersSpec.read(tmp_path)
+    assert "\n" not in str(caught.value)

@@ -99,3 +99,26 @@ def test_no_texts_gives_no_rows(tokenizer: ClipTokenizer) -> None:
 def test_zero_context_length_is_refused(tokenizer: ClipTokenizer) -> None:
     with pytest.raises(BadInput):
         tokenizer("a dog", 0)
+
+
+def test_a_vocabulary_that_decompresses_without_bound_is_refused(tmp_path) -> None:
+    """The vocabulary comes from an index folder (untrusted): a gzip bomb is refused after a
+    bounded read instead of being inflated whole into memory."""
+    import gzip
+
+    bomb = tmp_path / "bpe.txt.gz"
+    with gzip.open(bomb, "wb", compresslevel=9) as f:
+        block = b"\n" * (1 << 20)
+        for _ in range(64):  # 64 MiB of newlines in ~64 KB: 20x what CLIP's vocabulary inflates to
+            f.write(block)
+    assert bomb.stat().st_size < 1 << 20
+    with pytest.raises(BadInput, match="vocabulary") as caught:
+        ClipTokenizer(bomb)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_vocabulary_that_is_not_gzip_is_a_one_line_error(tmp_path) -> None:
+    broken = tmp_path / "bpe.txt.gz"
+    broken.write_bytes(b"not gzip at all")
+    with pytest.raises(BadInput, match="vocabulary"):
+        ClipTokenizer(broken)
