@@ -2,20 +2,43 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
-from indexer.models.loading import LoadedModel
+from indexer.models.loading import LoadedModel, ModelIdentity
 from indexer.models.pixels import standardise
+
+
+class Embedder(Protocol):
+    """What the indexer embeds images with: the torch tower or an ONNX engine
+    (`indexer.towers.image_engine`), both fed the decoder's uint8 [B, S, S, 3] pixels."""
+
+    identity: ModelIdentity
+    dim: int
+    image_size: int
+    precision: str  # fp32, bf16, fp16 or int8
+    engine: str  # "torch" or "onnxruntime"
+    loaded: LoadedModel | None  # the torch model behind it, if there is one
+
+    def with_tokens(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]: ...
 
 
 class ImageEmbedder:
     """Encodes uint8 RGB batches [B, S, S, 3] (already resized and cropped) with the image tower."""
 
+    engine = "torch"
+
     def __init__(self, loaded: LoadedModel) -> None:
         import torch
 
         self._torch = torch
-        self.loaded = loaded
+        self.loaded: LoadedModel | None = loaded
+        self.identity, self.dim, self.image_size = loaded.identity, loaded.dim, loaded.image_size
+        self.precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[
+            loaded.dtype
+        ]
+        self._loaded = loaded
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         return self.with_tokens(pixels)[0]
@@ -23,7 +46,7 @@ class ImageEmbedder:
     def with_tokens(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Embeddings [B, D], and the ITM head's stored tokens [B, P', d] fp16 if it has one."""
         torch = self._torch
-        loaded, head = self.loaded, self.loaded.head
+        loaded, head = self._loaded, self._loaded.head
         with torch.inference_mode():
             x = torch.from_numpy(pixels).to(loaded.device).permute(0, 3, 1, 2)
             x = standardise(x, loaded.mean, loaded.std).to(loaded.dtype)

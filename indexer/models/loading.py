@@ -17,18 +17,30 @@ import importlib.util
 import json
 import logging
 import os
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from indexer.atomic import replacing
-from indexer.errors import BadModelSpec, WeightsUnavailable
+from indexer.errors import BadModelSpec, PhotoseekError, WeightsUnavailable
 from indexer.locations import cache_dir, data_dir
-from indexer.models.fingerprints import cache_key, checkpoint_fingerprint
+from indexer.models.fingerprints import (
+    SAMPLED_PREFIX,
+    cache_key,
+    checkpoint_fingerprint,
+    sampled_fingerprint,
+)
+from indexer.models.hub_cache import (
+    cached_tag_checkpoint,
+    hub_offline,
+    hub_snapshot,
+    tag_preprocess,
+)
 from indexer.models.model_files import HEAD_FILE
+from indexer.models.precision import PRECISIONS as PRECISIONS
+from indexer.models.precision import resolve_precision
 
 if TYPE_CHECKING:
     import torch
@@ -36,8 +48,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "ViT-B-32:laion2b_s34b_b79k"
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-_HUB_HOST = "huggingface.co"
 
 
 @dataclass(frozen=True)
@@ -46,13 +56,21 @@ class ModelIdentity:
 
     spec: str  # the --model text as given (paths made absolute)
     architecture: str  # open_clip name, or the source of a local-dir/hf-hub model
-    weights: str  # pretrained tag, or a fingerprint of the checkpoint file
+    weights: str  # pretrained tag, "hub", or the SHA-256 of the checkpoint file
+    # The checkpoint's sampled fingerprint, which earlier versions recorded as `weights`: kept
+    # beside it (never stored) so that the indexes they wrote still know their model.
+    sampled: str = field(default="", compare=False)
 
     def to_dict(self) -> dict[str, str]:
-        return asdict(self)
+        return {"spec": self.spec, "architecture": self.architecture, "weights": self.weights}
 
     def same_model(self, other: ModelIdentity) -> bool:
-        return (self.architecture, self.weights) == (other.architecture, other.weights)
+        if self.architecture != other.architecture:
+            return False
+        return self.weights == other.weights or any(
+            old.weights.startswith(SAMPLED_PREFIX) and old.weights == new.sampled
+            for old, new in ((self, other), (other, self))
+        )
 
 
 @dataclass(frozen=True)
@@ -107,13 +125,32 @@ class ModelSpec:
         return None
 
     def identity(self) -> ModelIdentity:
-        """The model's identity without loading it (cheap: reads at most 8 MB of a checkpoint)."""
+        """The model's identity without loading it: a checkpoint is hashed whole once per
+        version of the file (then cached per user), and its first and last 4 MB sampled."""
         if self.kind == "tag":
             return ModelIdentity(str(self), self.name, self.weights)
         if self.kind == "hf-hub":
             return ModelIdentity(str(self), str(self), "hub")
-        checkpoint = self.weights if self.kind == "file" else _dir_checkpoint(Path(self.name))
-        return ModelIdentity(str(self), self.name, checkpoint_fingerprint(Path(checkpoint)))
+        checkpoint = Path(self.weights if self.kind == "file" else _dir_checkpoint(Path(self.name)))
+        return ModelIdentity(
+            str(self),
+            self.name,
+            checkpoint_fingerprint(checkpoint),
+            sampled_fingerprint(checkpoint),
+        )
+
+
+def current_identity(recorded: ModelIdentity) -> ModelIdentity:
+    """`recorded` as this version names it: one an earlier version recorded (a sampled
+    fingerprint) becomes its checkpoint's SHA-256 while its spec still names a checkpoint with
+    that sample; anything else is returned as it is. Caches key on this, not on samples."""
+    if not recorded.weights.startswith(SAMPLED_PREFIX):
+        return recorded
+    try:
+        current = ModelSpec.parse(recorded.spec).identity()
+    except PhotoseekError:  # the checkpoint has gone: the record is all there is
+        return recorded
+    return current if recorded.same_model(current) else recorded
 
 
 @dataclass
@@ -165,67 +202,22 @@ def list_architectures() -> list[str]:
     return open_clip.list_models()
 
 
-def resolve_precision(precision: str, device: str) -> str:
-    """`auto`: fp16 on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16/AMX), else fp32."""
-    if precision not in PRECISIONS:
-        raise BadModelSpec(
-            f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}"
-        )
-    if precision != "auto":
-        return precision
-    if device.startswith("cuda"):
-        return "fp16"
-    return "bf16" if _cpu_has_native_bf16() else "fp32"
-
-
-def _cpu_has_native_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
-
-
 def default_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _cached_tag_checkpoint(name: str, tag: str) -> str | None:
-    """The local path of a tag's weights when open_clip's hub cache holds them."""
-    import open_clip
-    from huggingface_hub import try_to_load_from_cache
-
-    cfg = open_clip.get_pretrained_cfg(name, tag)
-    hub = cfg.get("hf_hub", "")
-    if not hub:
-        return None
-    repo, filename = os.path.split(hub.rstrip("/")) if not hub.endswith("/") else (hub[:-1], "")
-    names = (
-        [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-    )
-    for candidate in names:
-        hit = try_to_load_from_cache(repo, candidate)
-        if isinstance(hit, str):
-            return hit
-    return None
-
-
-def _hub_reachable() -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        return False
-    try:
-        with socket.create_connection((_HUB_HOST, 443), timeout=3):
-            return True
-    except OSError:
-        return False
+def _tag_preprocess(spec: ModelSpec) -> dict[str, Any] | None:
+    return tag_preprocess(spec.name, spec.weights) if spec.kind == "tag" else None
 
 
 def _unavailable(spec: ModelSpec, why: str) -> WeightsUnavailable:
+    local = "local-dir:DIR"
+    if spec.kind != "hf-hub":
+        local = f"{spec.name}:/path/to/open_clip_model.safetensors or {local}"
     return WeightsUnavailable(
-        f"cannot load weights for {spec}: {why}; point --model at a local checkpoint "
-        f"({spec.name}:/path/to/open_clip_model.safetensors or local-dir:DIR)"
+        f"cannot load weights for {spec}: {why}; point --model at a local checkpoint ({local})"
     )
 
 
@@ -238,23 +230,29 @@ def _create(spec: ModelSpec) -> tuple[Any, Any]:
         model = open_clip.create_model(f"local-dir:{spec.name}")
         return model, open_clip.get_tokenizer(f"local-dir:{spec.name}")
     if spec.kind == "hf-hub":
-        if not _hub_reachable():
-            raise _unavailable(spec, "the hub is not reachable and nothing is cached")
-        model = open_clip.create_model(f"hf-hub:{spec.name}")
-        return model, open_clip.get_tokenizer(f"hf-hub:{spec.name}")
+        snapshot = hub_snapshot(spec.name)
+        if snapshot is None and hub_offline():
+            raise _unavailable(spec, "offline and not in the local cache")
+        source = f"local-dir:{snapshot}" if snapshot else f"hf-hub:{spec.name}"
+        return open_clip.create_model(source), open_clip.get_tokenizer(source)
     if spec.name not in open_clip.list_models():
         raise BadModelSpec(f"unknown architecture {spec.name!r} (see `photoseek models`)")
     weights = spec.weights
     if spec.kind == "tag":
         if spec.weights not in open_clip.list_pretrained_tags_by_model(spec.name):
             raise BadModelSpec(f"{spec.name} has no pretrained tag {spec.weights!r}")
-        cached = _cached_tag_checkpoint(spec.name, spec.weights)
-        if cached is None and not _hub_reachable():
+        cached = cached_tag_checkpoint(spec.name, spec.weights)
+        if cached is None and hub_offline():
             raise _unavailable(spec, "offline and not in the local cache")
         weights = cached or spec.weights
     elif not Path(weights).is_file():
         raise _unavailable(spec, f"no such file {weights}")
-    model = open_clip.create_model(spec.name, pretrained=weights, require_pretrained=True)
+    model = open_clip.create_model(
+        spec.name,
+        pretrained=weights,
+        require_pretrained=True,
+        force_preprocess_cfg=_tag_preprocess(spec),
+    )
     return model, open_clip.get_tokenizer(spec.name)
 
 
@@ -300,11 +298,21 @@ def load_model(
         image_size=size if isinstance(size, int) else int(size[0]),
         mean=tuple(cfg["mean"]),
         std=tuple(cfg["std"]),
-        dim=int(model.visual.output_dim),
+        dim=_embedding_dim(model),
         head=head.to(device=device, dtype=dtype) if head is not None else None,
         head_alpha=alpha,
         has_text_tower=not image_only,
     )
+
+
+def _embedding_dim(model: Any) -> int:
+    """The width of the joint embedding space. timm image towers do not record it, so then
+    the text tower's, which projects into the same space."""
+    for tower in ("visual", "text"):
+        dim = getattr(getattr(model, tower, None), "output_dim", None)
+        if dim is not None:
+            return int(dim)
+    return int(model.text_projection.shape[-1])
 
 
 def _local_checkpoint(spec: ModelSpec) -> str | None:
@@ -319,7 +327,7 @@ def _local_checkpoint(spec: ModelSpec) -> str | None:
         register_configs()
         if spec.weights not in open_clip.list_pretrained_tags_by_model(spec.name):
             return None
-        return _cached_tag_checkpoint(spec.name, spec.weights)
+        return cached_tag_checkpoint(spec.name, spec.weights)
     return None
 
 
@@ -341,8 +349,10 @@ def _create_image_only(spec: ModelSpec, dtype: torch.dtype) -> tuple[Any, Any] |
     name = f"local-dir:{spec.name}" if spec.kind == "local-dir" else spec.name
     if name not in open_clip.list_models() and spec.kind != "local-dir":
         return None
-    with torch.device("meta"), _open_clip_log_quiet():
-        model = open_clip.create_model(name, load_weights=False, device="meta")
+    with torch.device("meta"), root_log_filtered(QuietRandomInit()):
+        model = open_clip.create_model(
+            name, load_weights=False, device="meta", force_preprocess_cfg=_tag_preprocess(spec)
+        )
     try:
         if cached.is_file():
             visual = torch.load(cached, map_location="cpu", mmap=True, weights_only=True)
@@ -353,6 +363,10 @@ def _create_image_only(spec: ModelSpec, dtype: torch.dtype) -> tuple[Any, Any] |
             model.visual.to(dtype)
     except (RuntimeError, KeyError, ValueError, OSError) as e:  # converted or legacy formats
         log.info("image-tower-only load of %s fell back to a full load: %s", path, e)
+        return None
+    if any(t.is_meta for t in (*model.visual.parameters(), *model.visual.buffers())):
+        # Buffers computed when the tower is built, never stored (timm's rotary tables).
+        log.info("image tower of %s has tensors no checkpoint holds: a full load", path)
         return None
     if not cached.is_file() and dtype != torch.float32:
         try:
@@ -402,9 +416,9 @@ class QuietRandomInit(logging.Filter):
 
 
 @contextmanager
-def _open_clip_log_quiet() -> Iterator[None]:
-    """`QuietRandomInit` on the root logger (where open_clip logs) for the block."""
-    quiet = QuietRandomInit()
+def root_log_filtered(quiet: logging.Filter) -> Iterator[None]:
+    """`quiet` on the root logger (where open_clip and onnxruntime's quantiser log) for the
+    block."""
     logging.getLogger().addFilter(quiet)
     try:
         yield

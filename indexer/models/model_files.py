@@ -26,6 +26,9 @@ HEAD_FILE = "itm_head.json"
 HEAD_WEIGHTS = "itm_head.safetensors"
 MODEL_WEIGHTS = "open_clip_model.safetensors"
 MODEL_CONFIG = "open_clip_config.json"
+# Candidates a reranked query rescores by default, and the pool the head's Platt calibration
+# of the fused score is fitted on (recorded in itm_head.json as "calibration").
+RERANK_K = 32
 
 
 def _cpu_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -48,6 +51,7 @@ def save_model_folder(
         "config": head.config.to_dict(),
         "alpha": alpha,
         "platt": {"scale": scale, "bias": bias},
+        "calibration": {"score": "fused", "rerank_k": RERANK_K},
         "encoder_fingerprint": fingerprint,
     }
     (out / HEAD_FILE).write_text(json.dumps(meta, indent=2))

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from indexer.errors import BadModelSpec, WeightsUnavailable
+from helpers import TINY, run, write_image
+from indexer.errors import BadModelSpec, ModelMismatch, WeightsUnavailable
 from indexer.models.embedder import ImageEmbedder, embed_texts
 from indexer.models.loading import (
     DEFAULT_MODEL,
@@ -19,6 +22,9 @@ from indexer.models.loading import (
     load_model,
     resolve_precision,
 )
+from indexer.pipeline import IndexOptions, run_index
+from indexer.store.catalog import Catalog
+from indexer.store.index_dir import model_record
 
 
 def test_spec_forms(tmp_path):
@@ -69,7 +75,7 @@ def test_local_dir_model(tiny_checkpoint, tmp_path):
     from_file = load_model(ModelSpec.parse(tiny_checkpoint), "fp32")
     texts = ["a photo of a cat"]
     assert np.allclose(embed_texts(from_dir, texts), embed_texts(from_file, texts), atol=1e-6)
-    assert ModelSpec.parse(f"local-dir:{folder}").identity().weights.startswith("file:")
+    assert ModelSpec.parse(f"local-dir:{folder}").identity().weights.startswith("sha256:")
 
 
 def test_image_tower_alone_embeds_as_the_full_model(tiny_checkpoint, tmp_path):
@@ -157,6 +163,62 @@ def test_identity_follows_the_checkpoint_bytes(tiny_checkpoint, tmp_path):
     with open(copy, "ab") as f:
         f.write(b"\0")
     assert not original.same_model(ModelSpec.parse(f"photoseek-tiny:{copy}").identity())
+
+
+def test_identity_sees_a_change_in_the_middle_of_the_checkpoint(tiny_checkpoint, tmp_path):
+    """A checkpoint changed only far from both ends (fine-tuned middle layers) is another
+    model, however alike its first and last megabytes: the image-tower and ONNX caches key on
+    this identity too."""
+    source = Path(tiny_checkpoint.split(":", 1)[1])
+    data = bytearray(source.read_bytes())
+    assert len(data) > 8 << 20
+    data[len(data) // 2] ^= 0xFF
+    changed = tmp_path / "changed.pt"
+    changed.write_bytes(data)
+    original = ModelSpec.parse(tiny_checkpoint).identity()
+    other = ModelSpec.parse(f"{TINY}:{changed}").identity()
+    assert not original.same_model(other) and original.weights != other.weights
+
+
+def sampled_as_recorded(path: Path) -> str:
+    """The checkpoint fingerprint that versions before the SHA-256 recorded, computed the way
+    they did: BLAKE2b-96 of the size, the first 4 MiB and (past 8 MiB) the last 4 MiB."""
+    data, span = path.read_bytes(), 4 << 20
+    digest = hashlib.blake2b(str(len(data)).encode(), digest_size=12)
+    digest.update(data[:span])
+    if len(data) > 2 * span:
+        digest.update(data[-span:])
+    return "file:" + digest.hexdigest()
+
+
+def test_index_recording_the_sampled_fingerprint_keeps_its_model(tiny_checkpoint, tmp_path):
+    """An index written by an earlier version records its checkpoint by a sample of its bytes:
+    the same checkpoint is still its model (for index and search), a changed one is not."""
+    photos, index = tmp_path / "photos", tmp_path / "index"
+    photos.mkdir()
+    write_image(photos / "a.jpg", seed=1)
+    run_index(index, IndexOptions(roots=(photos,), model=tiny_checkpoint))
+    checkpoint = Path(tiny_checkpoint.split(":", 1)[1])
+    assert checkpoint.stat().st_size > 8 << 20  # the sample leaves out the middle
+    catalog = Catalog.open(index)
+    record = model_record(catalog)
+    assert record is not None and record.identity.weights.startswith("sha256:")
+    old = replace(
+        record, identity=replace(record.identity, weights=sampled_as_recorded(checkpoint))
+    )
+    catalog.set_meta("model", old.to_json())
+    catalog.close()
+
+    write_image(photos / "b.jpg", seed=2)
+    summary = run_index(index, IndexOptions(roots=(photos,), model=tiny_checkpoint))
+    assert summary.added == 1
+    found = run("search", "a photo", "--index", str(index), "--model", tiny_checkpoint, "--json")
+    assert found.returncode == 0, found.stderr
+    assert len(json.loads(found.stdout)) == 2
+    changed = tmp_path / "changed.pt"
+    changed.write_bytes(checkpoint.read_bytes() + b"\0")
+    with pytest.raises(ModelMismatch):
+        run_index(index, IndexOptions(roots=(photos,), model=f"{TINY}:{changed}"))
 
 
 def test_precision_choice():
