@@ -4,8 +4,11 @@ Fast path: JPEGs are decoded at reduced size (DCT scaling via Pillow's draft mod
 model's input, since full decoding of a 4-15 MP photo dominates indexing on a small CPU; at 1/8
 scale a progressive JPEG skips the scans that scale does not read. Large WebPs and 8-bit RGB(A)
 PNGs go through libvips: WebP scaled by libwebp while decoding, PNG streamed and box-shrunk a
-strip at a time; Pillow can only decode them whole.
-Every failure becomes `UnreadableImage` with a short reason; nothing else escapes.
+strip at a time; Pillow can only decode them whole. Whatever is decoded whole waits for room in
+the process's pixel budget (`budget`), so memory does not grow with the worker count.
+Every failure becomes `UnreadableImage` with a short reason; nothing else escapes. Damaged
+metadata never costs the picture: it reads as missing (`exif`), and a JPEG whose metadata
+segments derail the parser is decoded without them (`jpeg_repair`).
 """
 
 from __future__ import annotations
@@ -13,25 +16,41 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from indexer.errors import UnreadableImage
+from indexer.media.budget import full_decodes
 from indexer.media.discovery import RAW_EXTENSIONS
-from indexer.media.exif import PhotoInfo, needs_orienting, photo_info
+from indexer.media.exif import PhotoInfo, orientation, photo_info, upright
+from indexer.media.jpeg_repair import without_metadata
 from indexer.media.jpeg_scans import eighth_scale_scans
+from indexer.media.raw import raw_preview
 
 log = logging.getLogger(__name__)
 
 # Refuse larger images before decoding: Pillow's own hard limit, read here, never changed.
 MAX_PIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
+# No picture under MAX_PIXELS takes more than 8 bytes a pixel (16-bit RGBA) uncompressed.
+MAX_FILE_BYTES = 8 * MAX_PIXELS + (64 << 20)
+# Smaller files are read whole at once: probing their header first would cost more than it saves.
+_PROBED_FROM = 1 << 20
+# A whole decode holds about this much per pixel at its peak: the decoded image (1-4 bytes a
+# pixel in Pillow) and one converted copy of it.
+_BYTES_PER_PIXEL = 8
 
 # (format, mode) pairs that libvips decodes at reduced size (see `_vips_scaled`).
 _VIPS_SCALED = frozenset({("WEBP", "RGB"), ("WEBP", "RGBA"), ("PNG", "RGB"), ("PNG", "RGBA")})
-_REDUCIBLE_MODES = frozenset({"RGB", "RGBA", "RGBX", "L", "LA", "CMYK", "I", "F", "I;16"})
+# Modes Pillow's `reduce()` averages correctly (not palette indices, not 1-bit, not I;16).
+_REDUCIBLE_MODES = frozenset({"RGB", "RGBA", "RGBX", "L", "LA", "CMYK", "I", "F"})
+# What Pillow and its plugins raise on damaged files; damaged headers reach into parsing code
+# that fails with Type-, Key-, Overflow- and ZeroDivisionErrors as well.
 _DECODE_ERRORS = (
     OSError,
     SyntaxError,
@@ -39,8 +58,15 @@ _DECODE_ERRORS = (
     EOFError,
     struct.error,
     IndexError,
+    TypeError,
+    KeyError,
+    OverflowError,
+    ZeroDivisionError,
     Image.DecompressionBombError,
 )
+# 16-bit values to 8-bit, by the formula `to_rgb` always used: v * 255 / 65535, rounded down.
+_SIXTEEN_TO_EIGHT = (np.arange(65536, dtype=np.float64) * (255.0 / 65535.0)).astype(np.uint8)
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -51,6 +77,15 @@ class Decoded:
     info: PhotoInfo
 
 
+@dataclass(frozen=True)
+class _Opened:
+    """An image opened from its header; decoded already only when libvips decoded it small."""
+
+    image: Image.Image
+    full_size: tuple[int, int]  # as stored, before any turn
+    turn: int | None  # a RAW's own orientation; None: the image's EXIF says
+
+
 @functools.cache
 def _register_plugins() -> None:
     """Teach Pillow HEIF/HEIC (AVIF is native in current Pillow)."""
@@ -59,21 +94,87 @@ def _register_plugins() -> None:
     register_heif_opener()
 
 
+def read_image(path: str | bytes | os.PathLike[str], ext: str) -> bytes:
+    """A photo file's bytes for `decode`; refused from its header, before the rest is read, when
+    the picture is over the pixel limit or the file is larger than any picture under it."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_FILE_BYTES:
+            raise UnreadableImage(f"file too large: {size} bytes (limit {MAX_FILE_BYTES})")
+        if size >= _PROBED_FROM and ext not in RAW_EXTENSIONS:
+            _refuse_bombs_from_header(f)
+            f.seek(0)
+        return f.read()
+
+
+def _refuse_bombs_from_header(f: io.BufferedReader) -> None:
+    """Raise for a picture over the pixel limit, reading only the header Pillow needs."""
+    _register_plugins()
+    try:
+        width, height = Image.open(f).size
+    except Image.DecompressionBombError as e:
+        raise UnreadableImage(_reason(e)) from None
+    except _DECODE_ERRORS:
+        return  # a header Pillow cannot read is judged by `decode`, from all the bytes
+    _check_pixels(width, height)
+
+
 def decode(data: bytes, ext: str, size: int) -> Decoded:
     """Decode a file's bytes (ext: lower-case extension) into `size`×`size` model input."""
-    image, full_size = _open_any(data, ext, size)
-    try:
-        info = photo_info(image, full_size)
-        return Decoded(model_input(_oriented_rgb(_shrink(image, size)), size), info)
-    except _DECODE_ERRORS as e:
-        raise UnreadableImage(_reason(e)) from None
+
+    def once(data: bytes) -> Decoded:
+        opened = _open_any(data, ext, size)
+        pixels, info = _finish(opened, size, lambda image: model_input(image, size))
+        return Decoded(pixels, info)
+
+    return _repairing(once, data, ext)
 
 
 def load_rgb(data: bytes, ext: str, draft_to: int | None = None) -> Image.Image:
     """An oriented RGB image from file bytes, for callers that need the picture itself."""
-    image, _ = _open_any(data, ext, draft_to)
+
+    def once(data: bytes) -> Image.Image:
+        return _finish(_open_any(data, ext, draft_to), draft_to, lambda image: image)[0]
+
+    return _repairing(once, data, ext)
+
+
+def _repairing(decode_once: Callable[[bytes], _T], data: bytes, ext: str) -> _T:
+    """`decode_once(data)`, retried once without the metadata segments of a JPEG it refused."""
     try:
-        return _oriented_rgb(_shrink(image, draft_to) if draft_to else image)
+        return decode_once(data)
+    except UnreadableImage as e:
+        repaired = None if ext in RAW_EXTENSIONS else without_metadata(data)
+        if repaired is None or str(e).startswith("decompression bomb"):
+            raise
+        try:
+            result = decode_once(repaired)
+        except UnreadableImage:
+            raise e from None
+        log.debug("decoded without its damaged metadata segments (%s)", e)
+        return result
+
+
+def _finish(
+    opened: _Opened, size: int | None, final: Callable[[Image.Image], _T]
+) -> tuple[_T, PhotoInfo]:
+    """Decode, read the metadata, shrink toward `size`, turn upright, make RGB, then `final`;
+    the full-size steps within the pixel budget."""
+
+    def work() -> tuple[_T, PhotoInfo]:
+        image = opened.image
+        image.load()  # decodes the first frame of an animation
+        # after the load: a PNG's EXIF may come after its pixels
+        info = photo_info(image, opened.full_size, opened.turn)
+        turn = orientation(image) if opened.turn is None else opened.turn
+        small = _shrink(image, size) if size else image
+        if small is not image:
+            image.close()  # frees the full-size pixels now, within the budget
+        return final(to_rgb(upright(small, turn))), info
+
+    cost = opened.image.width * opened.image.height * _BYTES_PER_PIXEL
+    try:
+        return full_decodes().run(cost, work)
     except _DECODE_ERRORS as e:
         raise UnreadableImage(_reason(e)) from None
 
@@ -84,23 +185,29 @@ def _shrink(image: Image.Image, size: int) -> Image.Image:
     A 16 MP WebP or PNG cannot be decoded small, but everything after decoding (alpha, mode,
     rotation, the final bicubic resize) then works on a few hundred thousand pixels, not 16 M.
     Three times the target keeps the bicubic resize's quality (Pillow's reducing_gap idea).
+    Modes `reduce()` refuses or would average wrongly are made 8-bit first.
     """
     factor = min(image.size) // (3 * size)
-    if factor < 2 or image.mode not in _REDUCIBLE_MODES:
+    if factor < 2:
         return image
+    if image.mode.startswith("I;16"):
+        image = _eight_bit(image)
+    elif image.mode not in _REDUCIBLE_MODES:
+        image = to_rgb(image)  # palette, 1-bit, PA, YCbCr...: averaged as colours
     return image.reduce(factor)
 
 
-def _oriented_rgb(image: Image.Image) -> Image.Image:
-    if needs_orienting(image):
-        image = ImageOps.exif_transpose(image)
-    return to_rgb(image)
-
-
-def _open_any(data: bytes, ext: str, draft_to: int | None) -> tuple[Image.Image, tuple[int, int]]:
+def _open_any(data: bytes, ext: str, draft_to: int | None) -> _Opened:
     if not data:
         raise UnreadableImage("empty file")
-    return _raw_preview(data) if ext in RAW_EXTENSIONS else _open(data, draft_to)
+    if ext not in RAW_EXTENSIONS:
+        image, full_size = _open(data, draft_to)
+        return _Opened(image, full_size, None)
+    raw = raw_preview(data)
+    preview = (
+        raw.preview if isinstance(raw.preview, Image.Image) else _open(raw.preview, draft_to)[0]
+    )
+    return _Opened(preview, raw.sensor_size, raw.orientation)
 
 
 def _open(data: bytes, draft_to: int | None) -> tuple[Image.Image, tuple[int, int]]:
@@ -108,10 +215,7 @@ def _open(data: bytes, draft_to: int | None) -> tuple[Image.Image, tuple[int, in
     try:
         image: Image.Image = Image.open(io.BytesIO(data))
         width, height = image.size
-        if width * height > MAX_PIXELS:
-            raise UnreadableImage(
-                f"decompression bomb refused: {width}x{height} pixels exceeds {MAX_PIXELS}"
-            )
+        _check_pixels(width, height)
         if draft_to and image.format == "JPEG":
             image = _jpeg_draft(image, data, draft_to)
         factor = min(width, height) // (3 * draft_to) if draft_to else 0
@@ -119,12 +223,18 @@ def _open(data: bytes, draft_to: int | None) -> tuple[Image.Image, tuple[int, in
             scaled = _vips_scaled(data, image.format, factor, image.info)
             if scaled is not None:
                 return scaled, (width, height)
-        image.load()  # decodes the first frame of an animation
     except UnreadableImage:
         raise
     except _DECODE_ERRORS as e:
         raise UnreadableImage(_reason(e)) from None
     return image, (width, height)
+
+
+def _check_pixels(width: int, height: int) -> None:
+    if width * height > MAX_PIXELS:
+        raise UnreadableImage(
+            f"decompression bomb refused: {width}x{height} pixels exceeds {MAX_PIXELS}"
+        )
 
 
 def _jpeg_draft(image: Image.Image, data: bytes, draft_to: int) -> Image.Image:
@@ -184,21 +294,9 @@ def _vips():  # noqa: ANN202 - the pyvips module
     return pyvips
 
 
-def _raw_preview(data: bytes) -> tuple[Image.Image, tuple[int, int]]:
-    """The JPEG or bitmap preview a camera embeds in its RAW file (no demosaicing)."""
-    import rawpy
-
-    try:
-        with rawpy.imread(io.BytesIO(data)) as raw:
-            thumb = raw.extract_thumb()
-            sensor = (raw.sizes.width, raw.sizes.height)
-    except rawpy.LibRawError as e:
-        raise UnreadableImage(f"RAW file without a usable preview ({type(e).__name__})") from None
-    except _DECODE_ERRORS as e:
-        raise UnreadableImage(_reason(e)) from None
-    if isinstance(thumb.data, np.ndarray):  # a BITMAP preview; a JPEG one comes as bytes
-        return Image.fromarray(thumb.data), sensor
-    return _open(bytes(thumb.data), None)[0], sensor
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """An I;16 (any byte order) image as 8-bit L, one byte a pixel at every step."""
+    return Image.fromarray(_SIXTEEN_TO_EIGHT[np.asarray(image)], "L")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -206,12 +304,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
     mode = image.mode
     if mode == "RGB":
         return image
+    if mode.startswith("I;16"):  # 16-bit by definition, even a dark one below 256
+        return _eight_bit(image).convert("RGB")
     if mode.startswith("I") or mode == "F":
         values = np.asarray(image, dtype=np.float64)
         top = values.max() if values.size else 0.0
-        # I;16 is 16-bit by definition (a dark one may stay below 256); for I and F, guess
-        sixteen_bit = mode.startswith("I;16") or top > 255
-        scale = 255.0 / 65535.0 if sixteen_bit else 1.0
+        scale = 255.0 / 65535.0 if top > 255 else 1.0  # I and F: 16-bit when they exceed 8
         gray = np.clip(values * scale, 0, 255).astype(np.uint8)
         return Image.fromarray(gray, "L").convert("RGB")
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):

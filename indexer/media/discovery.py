@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import json
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -26,10 +27,33 @@ class FoundFile:
 
 @dataclass(frozen=True)
 class WalkOptions:
-    """What the walk skips: hidden entries unless asked, and anything matching an exclude glob."""
+    """What the walk skips: hidden entries unless asked, anything matching an exclude glob, and
+    the exact folders forgotten on purpose (`photoseek forget`)."""
 
     include_hidden: bool = False
     exclude: tuple[str, ...] = ()
+    skip: frozenset[bytes] = frozenset()
+
+    def to_json(self) -> str:
+        # fsdecode's surrogate escapes survive JSON, so any bytes path round-trips
+        return json.dumps(
+            {
+                "include_hidden": self.include_hidden,
+                "exclude": list(self.exclude),
+                "skip": sorted(os.fsdecode(p) for p in self.skip),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str | None) -> WalkOptions:
+        if not text:
+            return cls()
+        data = json.loads(text)
+        return cls(
+            bool(data.get("include_hidden", False)),
+            tuple(data.get("exclude", ())),
+            frozenset(os.fsencode(p) for p in data.get("skip", ())),
+        )
 
 
 def extension(path: bytes) -> str:
@@ -39,15 +63,27 @@ def extension(path: bytes) -> str:
     return name[dot + 1 :].decode("ascii", "replace").lower() if dot > 0 else ""
 
 
-def walk(root: bytes, options: WalkOptions) -> Iterator[FoundFile]:
+def is_under(path: bytes, prefix: bytes) -> bool:
+    """Whether `path` is `prefix` or lies below it, by whole path components."""
+    return path == prefix or path.startswith(prefix.rstrip(b"/") + b"/")
+
+
+def walk(
+    root: bytes, options: WalkOptions, unreachable: list[bytes] | None = None
+) -> Iterator[FoundFile]:
     """Every image file under `root` (a directory or a single file), by every path to it.
 
     Symlinks are followed, except back into a directory the current path is already inside.
+    Paths whose contents are unknown (a folder that could not be listed, an entry that could not
+    be stat'ed, such as a dead symlink to a share) are appended to `unreachable`: what lay
+    below them is not gone, merely out of reach.
     """
+    lost = unreachable if unreachable is not None else []
     try:
         st = os.stat(root)
     except OSError as e:
         log.warning("cannot stat %s: %s", os.fsdecode(root), e.strerror)
+        lost.append(root)
         return
     if not os.path.isdir(root):
         if extension(root) in EXTENSIONS:
@@ -59,13 +95,20 @@ def walk(root: bytes, options: WalkOptions) -> Iterator[FoundFile]:
     while stack:
         directory, ancestors = stack.pop()
         subdirs = []
-        for entry in _entries(directory):
-            if _skipped(entry.name, os.path.relpath(entry.path, root), options):
+        entries = _entries(directory)
+        if entries is None:
+            lost.append(directory)
+            continue
+        for entry in entries:
+            if entry.path in options.skip or _skipped(
+                entry.name, os.path.relpath(entry.path, root), options
+            ):
                 continue
             try:
                 st = entry.stat()  # follows symlinks
             except OSError as e:
                 log.warning("skipping %s: %s", os.fsdecode(entry.path), e.strerror)
+                lost.append(entry.path)
                 continue
             if entry.is_dir():
                 key = (st.st_dev, st.st_ino)
@@ -76,23 +119,26 @@ def walk(root: bytes, options: WalkOptions) -> Iterator[FoundFile]:
         stack.extend(reversed(subdirs))
 
 
-def walk_all(roots: Iterable[bytes], options: WalkOptions) -> Iterator[FoundFile]:
+def walk_all(
+    roots: Iterable[bytes], options: WalkOptions, unreachable: list[bytes] | None = None
+) -> Iterator[FoundFile]:
     """Every image file under any of `roots`, each path once."""
     seen: set[bytes] = set()
     for root in roots:
-        for found in walk(root, options):
+        for found in walk(root, options, unreachable):
             if found.path not in seen:
                 seen.add(found.path)
                 yield found
 
 
-def _entries(directory: bytes) -> list[os.DirEntry[bytes]]:
+def _entries(directory: bytes) -> list[os.DirEntry[bytes]] | None:
+    """The directory's entries by name; None when it cannot be listed (not: it is empty)."""
     try:
         with os.scandir(directory) as it:
             return sorted(it, key=lambda e: e.name)
     except OSError as e:
         log.warning("cannot list %s: %s", os.fsdecode(directory), e.strerror)
-        return []
+        return None
 
 
 def _skipped(name: bytes, relative: bytes, options: WalkOptions) -> bool:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 import time
+import tracemalloc
 import zlib
 from pathlib import Path
 
@@ -13,12 +15,15 @@ import pytest
 from PIL import Image, features
 
 from indexer.errors import PhotoseekError, UnreadableImage
+from indexer.media.budget import PixelBudget, full_decodes
 from indexer.media.decode import (
+    MAX_FILE_BYTES,
     Decoded,
     _vips_scaled,
     decode,
     load_rgb,
     model_input,
+    read_image,
     to_rgb,
 )
 from indexer.media.exif import PhotoInfo
@@ -466,3 +471,204 @@ def test_raw_extension_with_garbage(tmp_path: Path) -> None:
 def test_unreadable_is_a_photoseek_error() -> None:
     with pytest.raises(PhotoseekError):
         decode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "png", SIZE)
+
+
+# --- every mode at sizes that reduce before the resize -------------------------------------
+
+
+def _two_tone(mode: str, width: int, height: int) -> Image.Image:
+    """Left half dark, right half bright, in `mode` (16-bit modes with 16-bit values)."""
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        values = np.full((height, width), 5000, dtype=np.uint16)
+        values[:, width // 2 :] = 60000
+        if mode == "I;16B":  # Pillow's convert() to I;16B clips at 255
+            return Image.frombytes(mode, (width, height), values.astype(">u2").tobytes())
+        image = Image.fromarray(values)  # I;16
+        return image if mode == "I;16" else image.convert(mode)
+    gray = np.full((height, width), 40, dtype=np.uint8)
+    gray[:, width // 2 :] = 220
+    return Image.fromarray(gray, "L").convert("RGB").convert(mode)
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16B", "I", "F", "LA", "P", "1", "CMYK", "L"])
+@pytest.mark.parametrize(
+    ("width", "height"), [(6 * SIZE, 6 * SIZE), (1000, 6 * SIZE + 5), (7 * SIZE, 2000)]
+)
+def test_every_mode_decodes_at_sizes_that_reduce(
+    tmp_path: Path, mode: str, width: int, height: int
+) -> None:
+    """Short sides from 6x the model input up: the box reduction runs (Pillow's `reduce()`
+    refuses I;16), and the result matches a full decode of the same file."""
+    fmt, ext = ("PNG", "png") if mode in ("I;16", "LA", "P", "1", "L") else ("TIFF", "tif")
+    data = _save(
+        tmp_path, f"{mode} {width}x{height} ✓.{ext}", _two_tone(mode, width, height), format=fmt
+    )
+    opened = Image.open(io.BytesIO(data))
+    assert opened.mode == mode and min(opened.size) >= 6 * SIZE
+    decoded = _decode(data, ext)
+    full = model_input(to_rgb(Image.open(io.BytesIO(data))), SIZE)
+    differ = np.abs(decoded.pixels.astype(int) - full.astype(int)) > 8
+    assert differ.mean() < 0.1  # at most the column where dark meets bright
+    assert (decoded.info.width, decoded.info.height) == (width, height)
+    assert decoded.pixels[:, 1].mean() < decoded.pixels[:, -2].mean() - 50  # dark | bright
+
+
+# --- RAW: the embedded preview, the RAW's own turn and sensor size -------------------------
+
+
+def _tiff_ifd(entries: list[tuple[int, int, int, bytes]], data_at: int) -> bytes:
+    """One little-endian TIFF IFD; values over 4 bytes follow it, from offset `data_at`."""
+    table, extra = struct.pack("<H", len(entries)), b""
+    for tag, kind, count, value in sorted(entries):
+        if len(value) <= 4:
+            table += struct.pack("<HHI", tag, kind, count) + value.ljust(4, b"\0")
+        else:
+            table += struct.pack("<HHII", tag, kind, count, data_at + len(extra))
+            extra += value + b"\0" * (len(value) % 2)
+    return table + struct.pack("<I", 0) + extra
+
+
+def _dng(
+    preview: bytes, preview_size: tuple[int, int], sensor: tuple[int, int], flip: int
+) -> bytes:
+    """A minimal real DNG that LibRaw reads: IFD0 is the JPEG preview and carries the camera's
+    Orientation `flip`; its SubIFD holds a 16-bit Bayer mosaic of `sensor` size."""
+    short = lambda *v: struct.pack(f"<{len(v)}H", *v)  # noqa: E731
+    long_ = lambda *v: struct.pack(f"<{len(v)}I", *v)  # noqa: E731
+    width, height = sensor
+    mosaic = np.random.default_rng(0).integers(0, 4000, (height, width)).astype("<u2").tobytes()
+
+    def layout(sub_at: int, preview_at: int, mosaic_at: int) -> tuple[bytes, bytes]:
+        first = [(254, 4, 1, long_(1)), (256, 4, 1, long_(preview_size[0])),
+                 (257, 4, 1, long_(preview_size[1])), (258, 3, 3, short(8, 8, 8)),
+                 (259, 3, 1, short(7)), (262, 3, 1, short(6)), (271, 2, 6, b"Canon\0"),
+                 (273, 4, 1, long_(preview_at)), (274, 3, 1, short(flip)), (277, 3, 1, short(3)),
+                 (278, 4, 1, long_(preview_size[1])), (279, 4, 1, long_(len(preview))),
+                 (330, 4, 1, long_(sub_at)), (50706, 1, 4, bytes([1, 4, 0, 0]))]  # fmt: skip
+        sub = [(254, 4, 1, long_(0)), (256, 4, 1, long_(width)), (257, 4, 1, long_(height)),
+               (258, 3, 1, short(16)), (259, 3, 1, short(1)), (262, 3, 1, short(32803)),
+               (273, 4, 1, long_(mosaic_at)), (277, 3, 1, short(1)), (278, 4, 1, long_(height)),
+               (279, 4, 1, long_(len(mosaic))), (33421, 3, 2, short(2, 2)),
+               (33422, 1, 4, bytes([0, 1, 1, 2])), (50717, 4, 1, long_(4095))]  # fmt: skip
+        head = b"II*\0" + long_(8) + _tiff_ifd(first, 8 + 6 + 12 * len(first))
+        return head, _tiff_ifd(sub, len(head) + 6 + 12 * len(sub))
+
+    head, sub = layout(0, 0, 0)
+    head, sub = layout(len(head), len(head) + len(sub), len(head) + len(sub) + len(preview))
+    return head + sub + preview + mosaic
+
+
+@pytest.mark.parametrize(
+    ("flip", "red_at"), [(1, (16, 1)), (3, (16, -2)), (6, (1, 16)), (8, (-2, 16))]
+)
+def test_raw_preview_turned_by_the_raw_and_decoded_small(
+    tmp_path: Path, flip: int, red_at: tuple[int, int]
+) -> None:
+    """The preview (900x600, red left half) carries a stale EXIF turn of 180°; the RAW's own
+    Orientation (LibRaw's `sizes.flip`) is the one applied, and the catalog gets the upright
+    sensor size. The preview decodes at reduced size."""
+    rawpy = pytest.importorskip("rawpy")
+    stale = Image.Exif()
+    stale[0x0112] = 3
+    preview = _save(tmp_path, "preview.jpg", _half_red_half_blue(900, 600), exif=stale, quality=95)
+    data = _dng(preview, (900, 600), (1200, 800), flip)
+    (tmp_path / "IMG_0001 ✓.dng").write_bytes(data)
+    with rawpy.imread(io.BytesIO(data)) as raw:  # the file is what LibRaw reads it as
+        assert (raw.sizes.width, raw.sizes.height) == (1200, 800)
+        assert raw.sizes.flip == {1: 0, 3: 3, 6: 6, 8: 5}[flip]
+
+    decoded = _decode(data, "dng")
+    turned = flip in (6, 8)
+    assert (decoded.info.width, decoded.info.height) == ((800, 1200) if turned else (1200, 800))
+    assert _close(decoded.pixels[red_at], RED, 40)
+    assert load_rgb(data, "dng", draft_to=224).size == ((300, 450) if turned else (450, 300))
+
+
+# --- bounded reading and bounded pixels in flight ------------------------------------------
+
+
+def _bomb_png(tmp_path: Path, name: str, file_size: int) -> Path:
+    """A PNG whose header claims 40000x40000 pixels, in a (sparse) file of `file_size` bytes."""
+    data = bytearray(_save(tmp_path, "one pixel.png", Image.new("L", (1, 1))))
+    data[16:24] = struct.pack(">II", 40000, 40000)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path = tmp_path / name
+    with open(path, "wb") as f:
+        f.write(data)
+        f.truncate(file_size)
+    return path
+
+
+def test_bomb_refused_from_its_header_without_reading_the_file(tmp_path: Path) -> None:
+    path = _bomb_png(tmp_path, "bomb 💣 1 GiB.png", 1 << 30)
+    tracemalloc.start()
+    try:
+        with pytest.raises(UnreadableImage, match="decompression bomb"):
+            read_image(path, "png")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, peak  # the header, not the gigabyte
+
+
+def test_file_larger_than_any_picture_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "huge.tif"
+    with open(path, "wb") as f:
+        f.truncate(MAX_FILE_BYTES + 1)
+    with pytest.raises(UnreadableImage, match="file too large"):
+        read_image(path, "tif")
+
+
+def test_read_image_returns_the_whole_file(tmp_path: Path) -> None:
+    noise = np.random.default_rng(0).integers(0, 256, (1000, 1500, 3), dtype=np.uint8)
+    data = _save(tmp_path, "noisy ✓.jpg", Image.fromarray(noise), quality=95)
+    assert len(data) > 1 << 20  # large enough to have its header probed first
+    assert read_image(tmp_path / "noisy ✓.jpg", "jpg") == data
+    text = tmp_path / "big notes.jpg"  # no header Pillow knows: read whole, judged by decode
+    text.write_bytes(b"not a picture\n" * 100_000)
+    assert "not an image" in _reason(read_image(text, "jpg"))
+
+
+def test_pixel_budget_bounds_what_is_held_at_once() -> None:
+    budget = PixelBudget(100 << 20)
+    held, most, guard = [0], [0], threading.Lock()
+
+    def work(amount: int) -> None:
+        with budget.hold(amount):
+            with guard:
+                held[0] += amount
+                most[0] = max(most[0], held[0])
+            time.sleep(0.02)
+            with guard:
+                held[0] -= amount
+
+    threads = [threading.Thread(target=work, args=(60 << 20,)) for _ in range(4)]
+    threads += [threading.Thread(target=work, args=(500 << 20,))]  # over the budget: alone
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert most[0] in (60 << 20, 500 << 20)  # one at a time: two 60s exceed 100, as does 500
+    with budget.hold(budget.capacity), budget.hold(1 << 20):  # small decodes never wait
+        pass
+
+
+def test_full_size_decodes_wait_for_the_budget(tmp_path: Path) -> None:
+    """A TIFF is decoded whole, so it waits while the budget is taken; a JPEG of the same size
+    decodes at reduced size and does not."""
+    picture = Image.fromarray(_smooth_rgb(2400, 1600))
+    tiff = _save(tmp_path, "big.tif", picture, compression="tiff_deflate")
+    jpeg = _save(tmp_path, "big.jpg", picture)
+    results: list[Decoded] = []
+    budget = full_decodes()
+    with budget.hold(budget.capacity):
+        jpeg_thread = threading.Thread(target=lambda: results.append(decode(jpeg, "jpg", SIZE)))
+        tiff_thread = threading.Thread(target=lambda: results.append(decode(tiff, "tif", SIZE)))
+        jpeg_thread.start()
+        tiff_thread.start()
+        jpeg_thread.join(10)
+        assert not jpeg_thread.is_alive() and len(results) == 1
+        tiff_thread.join(0.5)
+        assert tiff_thread.is_alive()  # waiting for room
+    tiff_thread.join(10)
+    assert len(results) == 2 and results[1].info.width == 2400
