@@ -10,6 +10,7 @@ the end. A run killed at any moment resumes where its last commit left off.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import threading
@@ -23,9 +24,10 @@ import numpy as np
 
 from indexer.errors import BadInput, UnreadableImage, WeightsUnavailable
 from indexer.media import decode as decoding
-from indexer.media.discovery import FoundFile, WalkOptions, extension, walk_all
+from indexer.media.decoder_version import decoder_version
+from indexer.media.discovery import FoundFile, WalkOptions, extension
 from indexer.media.exif import PhotoInfo
-from indexer.models.embedder import ImageEmbedder
+from indexer.models.embedder import Embedder
 from indexer.models.loading import (
     DEFAULT_MODEL,
     PRECISIONS,
@@ -33,9 +35,12 @@ from indexer.models.loading import (
     ModelSpec,
     load_model,
 )
+from indexer.plan import Plan, Root, plan_run, resolve_roots
+from indexer.progress import Progress
 from indexer.store import vector_store
-from indexer.store.catalog import ERROR, Catalog, ImageRow, NewImage
+from indexer.store.catalog import OFFLINE, Catalog, NewImage
 from indexer.store.index_dir import ModelRecord, check_model, model_record, writer_lock
+from indexer.towers.image_engine import open_image_embedder
 from indexer.towers.install import install_towers
 
 log = logging.getLogger(__name__)
@@ -49,10 +54,12 @@ class IndexOptions:
     model: str | None = None  # none: the index's own model, or DEFAULT_MODEL for a new index
     precision: str = "auto"
     device: str | None = None
-    walk: WalkOptions = field(default_factory=WalkOptions)
+    walk: WalkOptions | None = None  # none: each root's stored options (defaults for a new one)
     batch_size: int = 32
     workers: int = max(1, os.cpu_count() or 1)
     dry_run: bool = False
+    retry_errors: bool = False  # retry every failed file, not only those of another decoder
+    prune: bool = False  # delete the rows left offline under these roots
 
 
 @dataclass
@@ -65,11 +72,13 @@ class IndexSummary:
     reused: int = 0
     errors: int = 0
     unchanged: int = 0
+    offline: int = 0  # live rows whose folder could not be reached: kept, out of searches
     seconds: float = 0.0
     dry_run: bool = False
     to_add: list[bytes] = field(default_factory=list)
     to_update: list[bytes] = field(default_factory=list)
     to_remove: list[bytes] = field(default_factory=list)
+    embedder: dict[str, str] | None = None  # {"precision", "engine"} when a file was embedded
 
     def counts(self) -> dict[str, int | float]:
         return {
@@ -79,16 +88,9 @@ class IndexSummary:
             "reused": self.reused,
             "errors": self.errors,
             "unchanged": self.unchanged,
+            "offline": self.offline,
             "seconds": round(self.seconds, 3),
         }
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Reported after each committed batch: files processed out of the files to process."""
-
-    done: int
-    total: int
 
 
 # What embedding one file yields: its vector and, with an ITM head, its tokens.
@@ -107,14 +109,6 @@ class _Job:
     def output_in(self, found: dict[bytes, _Output]) -> _Output | None:
         """The vector and tokens `found` holds for this file's bytes, if any."""
         return None if self.content_hash is None else found.get(self.content_hash)
-
-
-@dataclass
-class _Plan:
-    new: list[FoundFile]
-    changed: list[tuple[FoundFile, ImageRow]]
-    gone: list[ImageRow]
-    unchanged: int
 
 
 def run_index(
@@ -148,9 +142,10 @@ def _run(
         check_model(catalog, spec.identity())
     else:
         spec = ModelSpec.parse(record.identity.spec if record else DEFAULT_MODEL)
-    roots = _roots(options.roots, catalog)
-    plan = _plan(catalog, roots, options.walk)
+    roots = resolve_roots(options.roots, options.walk, catalog)
+    plan = plan_run(catalog, roots, options.retry_errors, progress)
     summary = IndexSummary(unchanged=plan.unchanged, dry_run=options.dry_run)
+    summary.offline = len(plan.offline)
     if options.dry_run:
         summary.to_add = [f.path for f in plan.new]
         summary.to_update = [f.path for f, _ in plan.changed]
@@ -158,50 +153,40 @@ def _run(
         summary.added, summary.updated = len(plan.new), len(plan.changed)
         summary.removed = len(plan.gone)
         return summary
-    catalog.add_roots(roots)
+    for root in roots:  # with the options it was walked with: a plain re-index reuses them
+        catalog.add_roots([root.path], root.walk)
     jobs = [_Job(f, None) for f in plan.new] + [_Job(f, row.id) for f, row in plan.changed]
-    embedding = _Embedding(catalog, spec, record, options, summary, progress)
+    if jobs or record is not None:
+        # The query towers before the first batch: searches work from the first commit on.
+        identity = record.identity if record else spec.identity()
+        install_towers(directory, identity, lambda: _model_for_export(spec), progress)
     if jobs:
-        embedding.process(jobs)
-    summary.removed = catalog.delete_ids(row.id for row in plan.gone)
+        _Embedding(catalog, spec, record, options, summary, progress).process(jobs)
+    _settle(catalog, plan, options.prune, roots, summary)
     record = model_record(catalog)
     if record is not None:
-        store = vector_store.VectorStore.load(directory, record.dim)
-        store, changed = vector_store.sync(store, catalog)
-        if changed or not (directory / vector_store.VECTORS_FILE).exists():
-            store.save(directory)
-        install_towers(directory, record.identity, embedding.model_for_export)
+        vector_store.refresh(directory, catalog, record.dim)
     catalog.checkpoint()
     return summary
 
 
-def _roots(given: tuple[str | os.PathLike[str], ...], catalog: Catalog) -> list[bytes]:
-    if not given:
-        known = catalog.root_paths()
-        if not known:
-            raise BadInput("no folders to index: give one or more PATHs")
-        given = tuple(os.fsdecode(p) for p in known)
-    roots = []
-    for path in given:
-        absolute = os.path.abspath(os.path.expanduser(os.fspath(path)))
-        if not os.path.exists(absolute):
-            raise BadInput(f"no such file or folder: {absolute}")
-        roots.append(os.fsencode(absolute))
-    return roots
+def _model_for_export(spec: ModelSpec) -> LoadedModel:
+    """The model as the query towers are exported from: both towers, float32 weights (not
+    those rounded for indexing). Loaded before the indexing model, and dropped once exported."""
+    return load_model(spec, "fp32", "cpu")
 
 
-def _plan(catalog: Catalog, roots: list[bytes], walk: WalkOptions) -> _Plan:
-    known = {row.path: row for row in catalog.rows_under(roots)}
-    new, changed, unchanged = [], [], 0
-    for found in walk_all(roots, walk):
-        row = known.pop(found.path, None)
-        if row is None:
-            new.append(found)
-        elif row.size != found.size or row.mtime_ns != found.mtime_ns:
-            changed.append((found, row))
-        else:
-            unchanged += 1
-    return _Plan(new, changed, gone=list(known.values()), unchanged=unchanged)
+def _settle(
+    catalog: Catalog, plan: Plan, prune: bool, roots: list[Root], summary: IndexSummary
+) -> None:
+    """Drop what is gone; take out of reach what could not be listed (or, pruning, drop it
+    too); bring back what was found again."""
+    summary.removed = catalog.delete_ids(row.id for row in plan.gone)
+    catalog.set_offline((row.id for row in plan.offline), offline=True)
+    catalog.set_offline((row.id for row in plan.back), offline=False)
+    if prune:
+        summary.removed += catalog.delete_under((root.path for root in roots), OFFLINE)
+        summary.offline = 0
 
 
 class _Embedding:
@@ -227,8 +212,8 @@ class _Embedding:
         self.claimed: set[bytes] = set()
         self.lock = threading.Lock()
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="model")
-        self._model: Future[LoadedModel] | None = None
-        self._embedder: ImageEmbedder | None = None
+        self._model: Future[Embedder] | None = None
+        self._embedder: Embedder | None = None
 
     def process(self, jobs: list[_Job]) -> None:
         pending: list[_Job] = []  # decoded, waiting for the model
@@ -253,11 +238,11 @@ class _Embedding:
                     done += self._commit(pending, ready)
                     pending, ready = [], []
                     if self.progress:
-                        self.progress(Progress(done, len(jobs)))
+                        self.progress(Progress("embedding", done, len(jobs), "img"))
             done += self._commit(pending, ready)
             done += self._commit([], waiting)  # their originals are committed now
         if self.progress:
-            self.progress(Progress(done, len(jobs)))
+            self.progress(Progress("embedding", done, len(jobs), "img"))
 
     def _prepared(self, pool: ThreadPoolExecutor, jobs: list[_Job]) -> Iterator[_Job]:
         """Jobs read, hashed and decoded by the pool, a bounded window ahead of the caller."""
@@ -271,11 +256,8 @@ class _Embedding:
             yield future.result()
 
     def _prepare(self, job: _Job) -> _Job:
-        try:
-            with open(job.found.path, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            job.error = f"unreadable: {e.strerror or e}"
+        data = self._read(job)
+        if data is None:
             return job
         job.content_hash = hashlib.blake2b(data, digest_size=16).digest()
         with self.lock:
@@ -285,38 +267,61 @@ class _Embedding:
             self.claimed.add(job.content_hash)
             if self._model is None:  # the first file to embed: load the model meanwhile
                 self._model = self._loader.submit(self._load_model)
+        self._decode(job, data)
+        return job
+
+    @staticmethod
+    def _read(job: _Job) -> bytes | None:
+        try:
+            return decoding.read_image(job.found.path, extension(job.found.path))
+        except OSError as e:
+            job.error = f"unreadable: {e.strerror or e}"
+            return None
+        except UnreadableImage as e:  # refused from its header, before the rest was read
+            job.error = str(e)
+            return None
+
+    def _decode(self, job: _Job, data: bytes) -> None:
         try:
             job.decoded = decoding.decode(data, extension(job.found.path), self.image_size)
         except UnreadableImage as e:
             job.error = str(e)
             with self.lock:
                 self.claimed.discard(job.content_hash)
-        return job
 
-    def loaded_model(self) -> LoadedModel:
+    def _orphans(
+        self, other: list[_Job], reusable: dict[bytes, _Output], embedded: list[_Job]
+    ) -> list[_Job]:
+        """Jobs that counted on a vector no live row holds any more (its row was replaced or
+        removed earlier in this run, or the file with those bytes failed): decoded now, to be
+        embedded themselves (or to record their own reason)."""
+        fresh = {job.content_hash for job in embedded}
+        orphans = [
+            job
+            for job in other
+            if job.reuse and job.content_hash not in reusable and job.content_hash not in fresh
+        ]
+        for job in orphans:
+            job.reuse = False
+            data = self._read(job)
+            if data is not None:
+                self._decode(job, data)
+        return [job for job in orphans if job.decoded is not None]
+
+    def loaded_model(self) -> Embedder:
         """The model, loading it now if no file needed it yet."""
         if self._model is None:
             self._model = Future()
             self._model.set_result(self._load_model())
         return self._model.result()
 
-    def model_for_export(self) -> LoadedModel:
-        """The model as the query towers are exported from: both towers, float32 weights (not
-        those rounded to bf16 for indexing)."""
-        import torch
-
-        loaded = self.loaded_model()
-        if loaded.has_text_tower and loaded.dtype == torch.float32:
-            return loaded
-        return load_model(self.spec, "fp32", "cpu")
-
-    def _load_model(self) -> LoadedModel:
+    def _load_model(self) -> Embedder:
         # Indexing reads the image tower alone; exporting the query towers (once per model and
-        # user) loads the whole model itself, in fp32 (`model_for_export`).
-        loaded = load_model(self.spec, self.options.precision, self.options.device, "image")
+        # user) loads the whole model itself, in fp32 (`_model_for_export`).
+        embedder = open_image_embedder(self.spec, self.options.precision, self.options.device)
         if self.record is not None:
-            check_model(self.catalog, loaded.identity)
-        return loaded
+            check_model(self.catalog, embedder.identity)
+        return embedder
 
     def _embed(self, jobs: list[_Job]) -> list[_Output]:
         if self._embedder is None:
@@ -326,7 +331,9 @@ class _Embedding:
                     f"{self.spec} takes {loaded.image_size}px input, its config said "
                     f"{self.image_size}px"
                 )
-            self._embedder = ImageEmbedder(loaded)
+            self._embedder = loaded
+            self.summary.embedder = {"precision": loaded.precision, "engine": loaded.engine}
+            self.catalog.set_meta("embedder", json.dumps(self.summary.embedder))
             if self.record is None:
                 self.record = ModelRecord(loaded.identity, loaded.dim, loaded.image_size)
                 self.catalog.set_meta("model", self.record.to_json())
@@ -337,10 +344,13 @@ class _Embedding:
     def _commit(self, embedded: list[_Job], other: list[_Job]) -> int:
         if not embedded and not other:
             return 0
-        outputs = self._embed(embedded) if embedded else []
         # Only an unreadable file has no hash: every embedded or reused job has one.
         hashes = {job.content_hash for job in other if job.reuse and job.content_hash is not None}
         reusable = self.catalog.vectors_by_hash(hashes)
+        orphans = self._orphans(other, reusable, embedded)
+        embedded = embedded + orphans
+        other = [job for job in other if all(job is not o for o in orphans)]
+        outputs = self._embed(embedded) if embedded else []
         for job, output in zip(embedded, outputs, strict=True):
             if job.content_hash is not None:
                 reusable.setdefault(job.content_hash, output)
@@ -365,8 +375,6 @@ class _Embedding:
         found, decoded = job.found, job.decoded
         vector, tokens = output if output is not None else (None, None)
         error = job.error
-        if error is None and vector is None:
-            error = "same bytes as a file that failed to decode"
         info = decoded.info if decoded else None
         if job.reuse and vector is not None and job.content_hash is not None:
             info = self._reused_info(job.content_hash)
@@ -383,11 +391,12 @@ class _Embedding:
             camera_make=info.camera_make if info else None,
             camera_model=info.camera_model if info else None,
             error=error,
+            decoder=decoder_version() if vector is None else None,
         )
 
     def _reused_info(self, content_hash: bytes) -> PhotoInfo | None:
         row = self.catalog.row_by_hash(content_hash)
-        if row is None or row.status == ERROR:
+        if row is None:
             return None
         return PhotoInfo(
             row.width or 0, row.height or 0, row.taken_at, row.camera_make, row.camera_model

@@ -9,55 +9,67 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
 from indexer.errors import BadInput, IndexNotFound, UnreadableImage
 from indexer.locations import TOWERS_DIR
-from indexer.media import decode as decoding
 from indexer.media.discovery import extension
-from indexer.store.catalog import Catalog, ImageRow
-from indexer.store.index_dir import ModelRecord, model_record, open_existing
-from indexer.store.vector_store import VectorStore, sync
+from indexer.store.index_dir import ModelRecord, model_record, open_existing, open_reader
+from indexer.store.layout import ImageRow
+from indexer.store.live_view import LiveVectors
+from indexer.store.vector_store import VectorStore
 from search.filters import Filters
 from search.hits import Hit
 from search.query import Term, combine
 
 if TYPE_CHECKING:
+    from indexer.store.catalog import Catalog
+    from indexer.store.reader import CatalogReader
+    from indexer.towers.spec import ScoreSpec
     from search.encoders.towers import HeadScorer, ImageEncoder, TextEncoder
-    from search.rerank.head import Reranker
+    from search.rerank.protocol import Reranker
 
 log = logging.getLogger(__name__)
 
 # (queries [n, d], k, allowed ids or None) -> (scores [n, k], ids [n, k]); ids -1 when missing
 Knn = Callable[[np.ndarray, int, np.ndarray | None], tuple[np.ndarray, np.ndarray]]
 
+# The full catalog (SQLAlchemy), or the sqlite3 reader a cold query without filters opens.
+CatalogT = TypeVar("CatalogT", bound="Catalog | CatalogReader")
 
-class Engine:
+
+class Engine(Generic[CatalogT]):
     """Queries against one index: text→image, image→image, with filters and a threshold."""
 
     def __init__(
         self,
         directory: Path,
-        catalog: Catalog,
+        catalog: CatalogT,
         record: ModelRecord,
         store: VectorStore,
         knn: Knn | None = None,
         text_encoder: TextEncoder | None = None,
         image_encoder: ImageEncoder | None = None,
         head_scorer: HeadScorer | None = None,
+        reranker: Reranker | None = None,
+        gpu: bool = False,
     ) -> None:
         self.directory = directory
         self.catalog = catalog
         self.record = record
-        self.store = store
+        self.store = store  # the vector file as loaded; `vectors` adds what was committed since
+        self.store.gpu = gpu
+        self.vectors = LiveVectors(store, catalog)
         self.knn = knn or self._faiss_knn
         self._text = text_encoder
         self._image = image_encoder
         self._head = head_scorer
-        self.reranker: Reranker | None = None  # built on the first reranked query
+        # a pretrained cross-encoder handed in, else the ITM head, built on the first use
+        self.reranker = reranker
 
     @classmethod
     def open(
@@ -67,19 +79,29 @@ class Engine:
         text_encoder: TextEncoder | None = None,
         image_encoder: ImageEncoder | None = None,
         head_scorer: HeadScorer | None = None,
-    ) -> Engine:
+        reranker: Reranker | None = None,
+        gpu: bool = False,
+        light: bool = False,
+    ) -> Engine[Any]:
         """The engine over `directory`; encoders not given are loaded from its ONNX export
-        when first needed (pass them to start loading them early)."""
-        catalog = open_existing(directory)
+        when first needed (pass them to start loading them early).
+
+        `light`: read the catalog through the stdlib sqlite3 reader instead of SQLAlchemy,
+        whose import costs a cold query more than its search; such an engine takes no filters.
+
+        A vector file older than the catalog (an indexer at work, or one killed) is searched as
+        it is, plus the rows committed since (`LiveVectors`): opening never trains nor writes.
+        `gpu`: let searches use a GPU copy of the index where that is faster; for long-lived
+        processes (the server), as the copy costs more than a cold CLI query saves."""
+        catalog = open_reader(directory) if light else open_existing(directory)
         record = model_record(catalog)
         if record is None:
             catalog.close()
             raise IndexNotFound(f"the index in {directory} holds no images yet")
         store = VectorStore.load(directory, record.dim)
-        if len(store) != catalog.counts()["images"]:
-            # A run was killed before its final sync: bring a copy in line, leave the file.
-            store, _ = sync(store, catalog)
-        return cls(directory, catalog, record, store, knn, text_encoder, image_encoder, head_scorer)
+        encoders = (text_encoder, image_encoder, head_scorer, reranker)
+        engine: Engine[Any] = Engine(directory, catalog, record, store, knn, *encoders, gpu=gpu)
+        return engine
 
     def close(self) -> None:
         self.catalog.close()
@@ -103,6 +125,8 @@ class Engine:
         return self._text
 
     def encode_images(self, paths: list[bytes]) -> np.ndarray:
+        from indexer.media import decode as decoding  # PIL and codecs: image queries only
+
         if self._image is None:
             from search.encoders.towers import ImageEncoder
 
@@ -146,10 +170,18 @@ class Engine:
     ) -> list[Hit]:
         """The k best images for the query terms, best first.
 
-        With `rerank_k`, the ITC top-`rerank_k` (at least k) is rescored by the ITM head and
-        `threshold` applies to the calibrated match probability instead of the cosine.
+        With `rerank_k`, the ITC top max(k, `rerank_k`) is rescored by the ITM head and the best
+        k of it by fused score come back (`search.rerank.head` states the contract);
+        `threshold` then applies to the calibrated match probability instead of the cosine.
+        A sigmoid (SigLIP) model scores one plain text query by its match probability, the
+        cosine kept in ``extra["cosine"]``; `threshold` applies to the probability.
         """
         vector = self.query_vector(terms)
+        sigmoid = self._sigmoid_score(terms)
+        if rerank_k is None and sigmoid is not None:
+            hits = [replace(h, score=sigmoid.probability(h.score), extra={"cosine": h.score})
+                    for h in self.search_vector(vector, k, filters)]  # fmt: skip
+            return [h for h in hits if threshold is None or h.score >= threshold]
         if rerank_k is None:
             return self.search_vector(vector, k, filters, threshold)
         if rerank_k <= 0:
@@ -158,15 +190,22 @@ class Engine:
             raise BadInput("--rerank scores one text query against images: no arithmetic")
         if self.reranker is None:
             from search.encoders.towers import HeadScorer
-            from search.rerank.head import Reranker
+            from search.rerank.head import HeadReranker
 
             head = self._head or HeadScorer(self._towers())
-            self.reranker = Reranker(self._text_encoder(), head)
+            self.reranker = HeadReranker(self._text_encoder(), head)
         candidates = self.search_vector(vector, max(k, rerank_k), filters)
         hits = self.reranker.rerank(self.catalog.tokens_by_id, terms[0].text, candidates)
         if threshold is not None:
             hits = [h for h in hits if h.extra["itm_prob"] >= threshold]
         return hits[:k]
+
+    def _sigmoid_score(self, terms: Sequence[Term]) -> ScoreSpec | None:
+        """The model's sigmoid scoring, for a query of one positive text against images."""
+        if len(terms) != 1 or terms[0].text is None or terms[0].weight <= 0:
+            return None
+        score = self._text_encoder().score
+        return score if score.kind == "sigmoid" else None
 
     def search_vector(
         self,
@@ -178,19 +217,31 @@ class Engine:
         if k <= 0:
             raise BadInput(f"k must be at least 1, got {k}")
         allowed = filters.allowed_ids(self.catalog) if filters and filters.active() else None
-        if allowed is not None and not len(allowed):
-            return []
-        scores, ids = self.knn(vector[None, :], k, allowed)
-        found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+        found: list[tuple[int, float]] = []
+        if allowed is None or len(allowed):
+            scores, ids = self.knn(vector[None, :], k, allowed)
+            found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+        if filters is not None and filters.include_offline:
+            found = self._with_offline(found, vector, k, filters)
         if threshold is not None:
             found = [(i, s) for i, s in found if s >= threshold]
         rows = self.catalog.rows_by_id(i for i, _ in found)
         return [_hit(rows[i], s) for i, s in found if i in rows]
 
+    def _with_offline(
+        self, found: list[tuple[int, float]], vector: np.ndarray, k: int, filters: Filters
+    ) -> list[tuple[int, float]]:
+        """`found` merged with the best offline images: an exact scan of their stored vectors
+        (they are not in FAISS while their folder is out of reach)."""
+        ids = filters.offline_ids(self.catalog)
+        scores = self.catalog.vectors(ids, self.record.dim) @ vector
+        offline = [(int(i), float(s)) for i, s in zip(ids, scores, strict=True)]
+        return sorted(found + offline, key=lambda hit: -hit[1])[:k]
+
     def _faiss_knn(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        return self.store.search(queries, k, allowed)
+        return self.vectors.search(queries, k, allowed)
 
 
 def _hit(row: ImageRow, score: float) -> Hit:

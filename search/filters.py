@@ -11,12 +11,16 @@ import fnmatch
 import os
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import and_, func, or_, select
 
 from indexer.errors import BadInput
-from indexer.store.catalog import OK, Catalog, images, path_under
+from indexer.store.layout import OFFLINE, OK
+
+if TYPE_CHECKING:
+    from indexer.store.catalog import Catalog
+    from indexer.store.reader import CatalogReader
 
 
 @dataclass(frozen=True)
@@ -30,20 +34,39 @@ class Filters:
     min_width: int | None = None
     min_height: int | None = None
     camera: str | None = None
+    # Also the images whose folder or drive was out of reach on the last index (kept offline).
+    include_offline: bool = False
 
     def active(self) -> bool:
+        """Whether any filter restricts the live images (include_offline adds, never restricts)."""
         return any(
             (self.under, self.glob, self.after, self.before, self.min_width, self.min_height,
              self.camera)
         )  # fmt: skip
 
-    def allowed_ids(self, catalog: Catalog) -> np.ndarray:
+    def allowed_ids(self, catalog: Catalog | CatalogReader) -> np.ndarray:
         """Ids of live images passing every filter, ascending."""
+        return self._ids(catalog, OK)
+
+    def offline_ids(self, catalog: Catalog | CatalogReader) -> np.ndarray:
+        """Ids of offline images passing every filter (none unless include_offline), ascending."""
+        if not self.include_offline:
+            return np.empty(0, dtype=np.int64)
+        return self._ids(catalog, OFFLINE)
+
+    def _ids(self, catalog: Catalog | CatalogReader, status: str) -> np.ndarray:
+        # Filters are SQLAlchemy clauses: only a query without them opens the sqlite3 reader.
+        from sqlalchemy import and_, func, or_, select
+
+        from indexer.store.catalog import Catalog, images, path_under
+
+        if not isinstance(catalog, Catalog):
+            raise TypeError("filters need the full catalog: open the engine without light=True")
         taken = func.coalesce(
             images.c.taken_at,
             func.strftime("%Y-%m-%dT%H:%M:%S", images.c.mtime_ns / 1e9, "unixepoch", "localtime"),
         )
-        clauses = [images.c.status == OK]
+        clauses = [images.c.status == status]
         if self.after:
             clauses.append(taken >= parse_date(self.after))
         if self.before:

@@ -1,9 +1,13 @@
 """Query terms: text or image, weighted, added or subtracted — `beach + sunset - people`.
 
 Grammar of the words after `photoseek search`: `+` and `-` separate terms (a leading `-`
-subtracts the first term); the words between operators form one term; a term may start with a
-weight `W:` (`2:beach`); a term that names an existing image file is an image term. The query
-vector is the weighted sum of positive terms minus negative terms, L2-normalised.
+subtracts the first term); the words between operators form one term; a term that names an
+existing image file is an image term. The query vector is the weighted sum of positive terms
+minus negative terms, L2-normalised.
+
+A term may start with a weight `W:` (`2:beach`, `0.5:red car`, `2:"3d render"`, `2:photo.jpg`),
+but only where what follows the colon is a letter, a quoted text or an existing image file: so
+`10:30 sunset`, `16:9` and `4:3 crop` stay text, as a user typing a time or a ratio means them.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from indexer.errors import BadInput
 from indexer.media.discovery import EXTENSIONS, extension
 
 _WEIGHT = re.compile(r"^(\d+(?:\.\d*)?|\.\d+):(.+)$", re.DOTALL)
+_WEIGHED = re.compile(r"[^\W\d_]", re.UNICODE)  # a letter: what a weight's text must start with
+_QUOTED = re.compile(r"^([\"'])(.+)\1$", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -59,15 +65,31 @@ def parse_terms(words: Sequence[str], images: Sequence[str] = ()) -> list[Term]:
 
 def _term(text: str, sign: float) -> Term:
     text = text.strip()
-    weight = 1.0
-    match = _WEIGHT.match(text)
-    if match:
-        weight, text = float(match.group(1)), match.group(2).strip()
     if not text:
         raise BadInput("empty query term")
-    if os.path.isfile(text) and extension(os.fsencode(text)) in EXTENSIONS:
+    weight, text = _weighed(text)
+    if _is_image(text):
         return _image_term(text, sign * weight, explicit=False)
     return Term(text=text, weight=sign * weight)
+
+
+def _weighed(text: str) -> tuple[float, str]:
+    """(weight, text) of a term: `W:` is a weight only before a letter, a quoted text or an
+    existing image file; anything else (`10:30`, `16:9`) is the term's own text, weight 1."""
+    match = _WEIGHT.match(text)
+    if match is None:
+        return 1.0, text
+    weight, rest = float(match.group(1)), match.group(2)
+    quoted = _QUOTED.match(rest)
+    if quoted and quoted.group(2).strip():
+        return weight, quoted.group(2).strip()
+    if _WEIGHED.match(rest) or _is_image(rest):
+        return weight, rest
+    return 1.0, text
+
+
+def _is_image(text: str) -> bool:
+    return os.path.isfile(text) and extension(os.fsencode(text)) in EXTENSIONS
 
 
 def _image_term(path: str, weight: float, explicit: bool) -> Term:

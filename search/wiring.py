@@ -45,16 +45,30 @@ def build_engine(
     preload: Preload | None = None,
     model: str | None = None,
     knn: Knn | None = None,
+    reranker: str | None = None,
+    light: bool = False,
 ) -> Engine:
     """The engine over `index_dir` (default: $PHOTOSEEK_INDEX, else the XDG data folder).
 
     `model`, a `--model` spec, raises ModelMismatch unless the index was built with it.
+    `reranker`, a `--reranker` spec other than `head`, opens that pretrained reranker (with
+    the index's calibration and vision cache) and hands it to the engine.
+    `light`: read the catalog with the stdlib sqlite3 reader (`Engine.open`): for a query
+    without filters, which then never imports SQLAlchemy.
     """
     directory = resolve_index(index_dir)
     text, image, head = _start_loading(directory, preload or Preload())
     from search.engine import Engine  # only now: these imports overlap the encoders' loading
 
-    engine = Engine.open(directory, knn, text_encoder=text, image_encoder=image, head_scorer=head)
+    cross = None
+    if reranker is not None and reranker != "head":
+        from search.rerank.kinds import open_reranker  # imports torch and transformers
+
+        cross = open_reranker(reranker, directory).reranker
+    engine = Engine.open(
+        directory, knn, text_encoder=text, image_encoder=image, head_scorer=head,
+        reranker=cross, light=light,
+    )  # fmt: skip
     if model:
         from indexer.models.loading import ModelSpec
         from indexer.store.index_dir import check_model

@@ -8,122 +8,62 @@ forever, and a changed file gets a new row.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from sqlalchemy import (
-    BigInteger,
-    Column,
-    ColumnElement,
     Connection,
     Engine,
-    Float,
-    ForeignKey,
-    Integer,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
-    Text,
-    create_engine,
     delete,
-    event,
     func,
     insert,
     select,
     text,
+    update,
+)
+from sqlalchemy.exc import OperationalError
+
+from indexer.media.discovery import WalkOptions
+from indexer.store.layout import GENERATION, ImageRow
+from indexer.store.schema import (
+    CATALOG_FILE,
+    ERROR,
+    MIGRATIONS,
+    OFFLINE,
+    OK,
+    SCHEMA_VERSION,
+    WITH_VECTOR,
+    embeddings,
+    images,
+    itm_tokens,
+    meta,
+    path_under,
+    roots,
+    text_cache,
+    texts,
+)
+from indexer.store.sqlite import (
+    CatalogNeedsUpgrade,
+    CatalogTooNew,
+    IndexReadOnly,
+    check_schema,
+    migrate,
+    open_engine,
 )
 
-CATALOG_FILE = "catalog.sqlite"
+log = logging.getLogger(__name__)
 
-metadata = MetaData()
-
-meta = Table("meta", metadata, Column("key", String, primary_key=True), Column("value", Text))
-migrations = Table(
-    "migrations",
-    metadata,
-    Column("name", String, primary_key=True),
-    Column("applied_at", Float, nullable=False),
-)
-roots = Table(
-    "roots",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("path", LargeBinary, unique=True, nullable=False),
-    Column("added_at", Float, nullable=False),
-)
-images = Table(
-    "images",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("path", LargeBinary, unique=True, nullable=False),  # raw bytes: any file name works
-    Column("size", BigInteger, nullable=False),
-    Column("mtime_ns", BigInteger, nullable=False),
-    Column("content_hash", LargeBinary, index=True),
-    Column("width", Integer),
-    Column("height", Integer),
-    Column("taken_at", String),
-    Column("camera_make", String),
-    Column("camera_model", String),
-    Column("status", String, nullable=False),  # "ok" | "error"
-    Column("error", Text),
-    Column("indexed_at", Float, nullable=False),
-    sqlite_autoincrement=True,
-)
-embeddings = Table(
-    "embeddings",
-    metadata,
-    Column("image_id", Integer, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
-    Column("vector", LargeBinary, nullable=False),  # float32, L2-normalised
-)
-
-# The ITM head's compact per-image tokens (fp16), for reranking; only with a head-bearing model.
-itm_tokens = Table(
-    "itm_tokens",
-    metadata,
-    Column("image_id", Integer, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
-    Column("tokens", LargeBinary, nullable=False),
-)
-# Text embeddings cached per model (describe's vocabularies and --texts files).
-text_cache = Table(
-    "text_cache",
-    metadata,
-    Column("key", LargeBinary, primary_key=True),  # blake2b(model weights id, text)
-    Column("vector", LargeBinary, nullable=False),
-)
-# A caption corpus (`photoseek texts add`), searched through its own FAISS index.
-texts = Table(
-    "texts",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("text", Text, unique=True, nullable=False),
-    Column("vector", LargeBinary, nullable=False),
-    sqlite_autoincrement=True,
-)
-
-OK, ERROR = "ok", "error"
-
-
-@dataclass(frozen=True, slots=True)
-class ImageRow:
-    """A catalog row as the indexer and queries see it."""
-
-    id: int
-    path: bytes
-    size: int
-    mtime_ns: int
-    content_hash: bytes | None
-    width: int | None
-    height: int | None
-    taken_at: str | None
-    camera_make: str | None
-    camera_model: str | None
-    status: str
-    error: str | None
-    indexed_at: float
+# The schema's names, re-exported: the rest of the code reads them from here.
+__all__ = [
+    "CATALOG_FILE", "ERROR", "MIGRATIONS", "OFFLINE", "OK", "SCHEMA_VERSION", "Catalog",
+    "CatalogNeedsUpgrade", "CatalogTooNew", "ImageRow", "IndexReadOnly", "NewImage", "images",
+    "path_under",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -142,76 +82,79 @@ class NewImage:
     camera_model: str | None = None
     error: str | None = None
     tokens: np.ndarray | None = None  # the ITM head's stored form, fp16
-
-
-def path_under(prefix: bytes) -> ColumnElement[bool]:
-    """The clause for "the image's path is `prefix` (a file) or lies below it (a folder)".
-
-    A range on the bytes, not LIKE: the unique index on path serves it, and no byte of a name
-    acts as a wildcard. Everything below `folder/` sorts before `folder0`, "0" being "/" + 1.
-    """
-    folder = prefix.rstrip(b"/")
-    below = (images.c.path >= folder + b"/") & (images.c.path < folder + b"0")
-    return (images.c.path == prefix) | below
-
-
-def _create_v1(conn: Connection) -> None:
-    metadata.create_all(conn, tables=[meta, roots, images, embeddings])
-
-
-def _text_tables(conn: Connection) -> None:
-    metadata.create_all(conn, tables=[text_cache, texts])
-
-
-def _itm_tokens(conn: Connection) -> None:
-    metadata.create_all(conn, tables=[itm_tokens])
-
-
-# Ordered and named; each runs once and is recorded in `migrations`. Append, never edit.
-MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
-    ("0001_initial", _create_v1),
-    ("0002_text_tables", _text_tables),
-    ("0003_itm_tokens", _itm_tokens),
-]
-SCHEMA_VERSION = len(MIGRATIONS)
-
-
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - SQLAlchemy event signature
-    cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a killed process loses nothing
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
+    decoder: str | None = None  # with an error: the decoder version that failed
 
 
 class Catalog:
     """Typed access to one index's SQLite catalog."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, path: Path, read_only: bool = False) -> None:
         self.engine = engine
+        self.path = path
+        self.read_only = read_only
+        self._writer: Engine | None = None  # a read-only catalog's write engine, made on demand
 
     @classmethod
-    def open(cls, directory: Path) -> Catalog:
-        """Open (creating and migrating as needed) the catalog in an index directory."""
-        engine = create_engine(f"sqlite:///{directory / CATALOG_FILE}")
-        event.listen(engine, "connect", _sqlite_pragmas)
-        catalog = cls(engine)
-        catalog.migrate()
-        return catalog
+    def open(cls, directory: Path, *, read_only: bool = False) -> Catalog:
+        """The catalog in an index directory: for writing (created and migrated as needed), or
+        read-only (never written, never migrated; a catalog of another schema is refused)."""
+        path = directory / CATALOG_FILE
+        engine = open_engine(path, read_only)
+        try:
+            if read_only:
+                with engine.connect() as conn:
+                    check_schema(conn, path, read_only=True)
+            else:
+                migrate(engine, path)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine, path, read_only)
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._writer is not None:
+            self._writer.dispose()
 
-    def migrate(self) -> None:
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        """A write transaction; refused on a read-only catalog."""
+        if self.read_only:
+            raise IndexReadOnly(f"{self.path} is open read-only")
         with self.engine.begin() as conn:
-            migrations.create(conn, checkfirst=True)
-            done = set(conn.scalars(select(migrations.c.name)))
-            for name, step in MIGRATIONS:
-                if name not in done:
-                    step(conn)
-                    conn.execute(insert(migrations).values(name=name, applied_at=time.time()))
-            self._set(conn, "schema_version", str(SCHEMA_VERSION))
+            yield conn
+
+    @contextmanager
+    def _cache_write(self) -> Iterator[Connection]:
+        """A write transaction even on a read-only catalog: the text caches readers fill
+        (describe's vocabulary vectors, a `texts add` corpus). The schema is current (checked
+        at open), so the write engine needs no migration."""
+        engine = self.engine
+        if self.read_only:
+            if self._writer is None:
+                self._writer = open_engine(self.path, read_only=False)
+            engine = self._writer
+        try:
+            with engine.begin() as conn:
+                yield conn
+        except OperationalError as e:
+            if "readonly" not in str(e.orig) and "unable to open" not in str(e.orig):
+                raise
+            raise IndexReadOnly(f"{self.path} cannot be written: {e.orig}") from None
+
+    def schema_version(self) -> int:
+        """The schema version the catalog records (its migrations)."""
+        return int(self.get_meta("schema_version") or 0)
+
+    def generation(self) -> int:
+        """A counter every committed change to the images bumps (in the same transaction):
+        a vector file records the generation it reflects, so readers know what is newer."""
+        return int(self.get_meta(GENERATION) or 0)
+
+    @classmethod
+    def _bump(cls, conn: Connection) -> None:
+        current = conn.scalar(select(meta.c.value).where(meta.c.key == GENERATION))
+        cls._set(conn, GENERATION, str(int(current or 0) + 1))
 
     # -- meta ---------------------------------------------------------------------------------
 
@@ -220,7 +163,7 @@ class Catalog:
             return conn.scalar(select(meta.c.value).where(meta.c.key == key))
 
     def set_meta(self, key: str, value: str) -> None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             self._set(conn, key, value)
 
     @staticmethod
@@ -230,17 +173,32 @@ class Catalog:
 
     # -- roots --------------------------------------------------------------------------------
 
-    def add_roots(self, paths: Iterable[bytes]) -> None:
-        with self.engine.begin() as conn:
+    def add_roots(self, paths: Iterable[bytes], options: WalkOptions | None = None) -> None:
+        """Record roots; `options` (when given) become their stored walk options."""
+        stored = None if options is None else options.to_json()
+        with self._begin() as conn:
             known = set(conn.scalars(select(roots.c.path)))
             for path in paths:
                 if path not in known:
-                    conn.execute(insert(roots).values(path=path, added_at=time.time()))
+                    values = {"path": path, "added_at": time.time(), "options": stored}
+                    conn.execute(insert(roots).values(**values))
                     known.add(path)
+                elif stored is not None:
+                    conn.execute(update(roots).where(roots.c.path == path).values(options=stored))
 
     def root_paths(self) -> list[bytes]:
         with self.engine.connect() as conn:
             return list(conn.scalars(select(roots.c.path).order_by(roots.c.id)))
+
+    def root_options(self) -> dict[bytes, WalkOptions]:
+        """Each root's stored walk options, in the order the roots were added."""
+        query = select(roots.c.path, roots.c.options).order_by(roots.c.id)
+        with self.engine.connect() as conn:
+            return {path: WalkOptions.from_json(text_) for path, text_ in conn.execute(query)}
+
+    def remove_roots(self, paths: Iterable[bytes]) -> None:
+        with self._begin() as conn:
+            conn.execute(delete(roots).where(roots.c.path.in_(list(paths))))
 
     # -- images -------------------------------------------------------------------------------
 
@@ -269,15 +227,16 @@ class Catalog:
         return found
 
     def live_hashes(self) -> set[bytes]:
-        """Content hashes of every row with an embedding."""
-        query = select(images.c.content_hash).where(images.c.status == OK)
+        """Content hashes of every row with an embedding (live or offline)."""
+        query = select(images.c.content_hash).where(images.c.status.in_(WITH_VECTOR))
         with self.engine.connect() as conn:
             return set(conn.scalars(query))
 
     def row_by_hash(self, content_hash: bytes) -> ImageRow | None:
+        """A row with an embedding (live or offline) for these bytes."""
         query = select(images).where(images.c.content_hash == content_hash).limit(1)
         with self.engine.connect() as conn:
-            row = conn.execute(query.where(images.c.status == OK)).first()
+            row = conn.execute(query.where(images.c.status.in_(WITH_VECTOR))).first()
         return ImageRow(*row) if row else None
 
     def vectors_by_hash(
@@ -318,7 +277,7 @@ class Catalog:
         """Insert a batch of files (and drop the rows they replace) in one transaction."""
         now = time.time()
         ids: list[int] = []
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             gone = list(replaced_ids)
             if gone:
                 conn.execute(delete(images).where(images.c.id.in_(gone)))
@@ -336,6 +295,7 @@ class Catalog:
                     "status": OK if item.vector is not None else ERROR,
                     "error": item.error,
                     "indexed_at": now,
+                    "decoder": item.decoder,
                 }
                 # An INTEGER PRIMARY KEY is SQLite's rowid: lastrowid is the new row's id.
                 image_id = conn.execute(insert(images).values(**values)).lastrowid
@@ -346,22 +306,66 @@ class Catalog:
                 if item.vector is not None and item.tokens is not None:
                     blob = np.ascontiguousarray(item.tokens, dtype=np.float16).tobytes()
                     conn.execute(insert(itm_tokens).values(image_id=image_id, tokens=blob))
+            if new or gone:
+                self._bump(conn)
         return ids
 
     def delete_ids(self, ids: Iterable[int]) -> int:
         wanted = list(ids)
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             for start in range(0, len(wanted), 500):
                 conn.execute(delete(images).where(images.c.id.in_(wanted[start : start + 500])))
+            if wanted:
+                self._bump(conn)
         return len(wanted)
+
+    def delete_under(self, prefixes: Iterable[bytes], status: str | None = None) -> int:
+        """Delete the rows at or below each prefix (only those in `status`, if given)."""
+        removed = 0
+        with self._begin() as conn:
+            for prefix in prefixes:
+                clause = path_under(prefix)
+                if status is not None:
+                    clause = clause & (images.c.status == status)
+                removed += conn.execute(delete(images).where(clause)).rowcount
+            if removed:
+                self._bump(conn)
+        return removed
+
+    def set_offline(self, ids: Iterable[int], offline: bool) -> int:
+        """Mark live rows offline (their folder is out of reach), or offline rows live again."""
+        wanted = list(ids)
+        before, after = (OK, OFFLINE) if offline else (OFFLINE, OK)
+        changed = 0
+        with self._begin() as conn:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                query = update(images).where(images.c.id.in_(chunk), images.c.status == before)
+                changed += conn.execute(query.values(status=after)).rowcount
+            if changed:
+                self._bump(conn)
+        return changed
+
+    def counts_under(self, prefix: bytes) -> dict[str, int]:
+        """Rows at or below `prefix`, by status."""
+        query = select(images.c.status, func.count()).where(path_under(prefix))
+        with self.engine.connect() as conn:
+            return {status: n for status, n in conn.execute(query.group_by(images.c.status))}
+
+    def offline_ids(self) -> np.ndarray:
+        """Ids of every offline row, ascending."""
+        query = select(images.c.id).where(images.c.status == OFFLINE).order_by(images.c.id)
+        with self.engine.connect() as conn:
+            return np.fromiter(conn.scalars(query), dtype=np.int64)
 
     # -- vectors ------------------------------------------------------------------------------
 
     def live_ids(self) -> np.ndarray:
-        """Ids of every row with an embedding, ascending."""
+        """Ids of every live row (one with an embedding, not offline), ascending: what FAISS
+        holds."""
+        query = select(images.c.id).where(images.c.status == OK).order_by(images.c.id)
         with self.engine.connect() as conn:
-            ids = conn.scalars(select(embeddings.c.image_id).order_by(embeddings.c.image_id))
-            return np.fromiter(ids, dtype=np.int64)
+            return np.fromiter(conn.scalars(query), dtype=np.int64)
 
     def vectors(self, ids: np.ndarray, dim: int) -> np.ndarray:
         """Embeddings [len(ids), dim] in the order of `ids`."""
@@ -387,7 +391,14 @@ class Catalog:
         return found
 
     def cache_text_vectors(self, entries: dict[bytes, np.ndarray]) -> None:
-        with self.engine.begin() as conn:
+        """Cache text vectors; on read-only media the cache is skipped (it is only a cache)."""
+        try:
+            self._store_text_vectors(entries)
+        except IndexReadOnly as e:
+            log.info("text vectors not cached: %s", e)
+
+    def _store_text_vectors(self, entries: dict[bytes, np.ndarray]) -> None:
+        with self._cache_write() as conn:
             for key, vector in entries.items():
                 conn.execute(delete(text_cache).where(text_cache.c.key == key))
                 blob = np.ascontiguousarray(vector, np.float32).tobytes()
@@ -395,7 +406,7 @@ class Catalog:
 
     def add_texts(self, entries: list[tuple[str, np.ndarray]]) -> int:
         """Add corpus texts not already present; returns how many were new."""
-        with self.engine.begin() as conn:
+        with self._cache_write() as conn:
             known = set(conn.scalars(select(texts.c.text)))
             new = [(t, v) for t, v in entries if t not in known]
             for text_, vector in new:
@@ -426,9 +437,13 @@ class Catalog:
         with self.engine.connect() as conn:
             rows = conn.execute(select(images.c.status, func.count()).group_by(images.c.status))
             by_status: dict[str, int] = {status: count for status, count in rows}
-        return {"images": by_status.get(OK, 0), "errors": by_status.get(ERROR, 0)}
+        return {
+            "images": by_status.get(OK, 0),
+            "errors": by_status.get(ERROR, 0),
+            "offline": by_status.get(OFFLINE, 0),
+        }
 
     def checkpoint(self) -> None:
         """Fold the WAL into the database file, so the directory is self-contained at rest."""
-        with self.engine.connect() as conn:
+        with self._begin() as conn:
             conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))

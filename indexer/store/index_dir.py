@@ -9,10 +9,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from indexer.errors import IndexNotFound, ModelMismatch, PhotoseekError
 from indexer.models.loading import ModelIdentity
-from indexer.store.catalog import CATALOG_FILE, Catalog
+from indexer.store.layout import CATALOG_FILE
+
+if TYPE_CHECKING:  # the catalog's modules load when opened: a reader never imports SQLAlchemy
+    from indexer.store.catalog import Catalog
+    from indexer.store.reader import CatalogReader
 
 LOCK_FILE = "write.lock"
 
@@ -41,19 +46,33 @@ class ModelRecord:
         return cls(identity, int(data["dim"]), int(data["image_size"]))
 
 
-def open_existing(directory: Path) -> Catalog:
-    """The catalog of an index that must already exist."""
+def open_existing(directory: Path, *, read_only: bool = True) -> Catalog:
+    """The catalog of an index that must already exist; read-only unless asked."""
+    from indexer.store.catalog import Catalog
+
+    _check_exists(directory)
+    return Catalog.open(directory, read_only=read_only)
+
+
+def open_reader(directory: Path) -> CatalogReader:
+    """The sqlite3 reader of an index that must already exist: a cold query's catalog."""
+    from indexer.store.reader import CatalogReader
+
+    _check_exists(directory)
+    return CatalogReader.open(directory)
+
+
+def _check_exists(directory: Path) -> None:
     if not (directory / CATALOG_FILE).is_file():
         raise IndexNotFound(f"no photoseek index in {directory} (build one with `photoseek index`)")
-    return Catalog.open(directory)
 
 
-def model_record(catalog: Catalog) -> ModelRecord | None:
+def model_record(catalog: Catalog | CatalogReader) -> ModelRecord | None:
     text = catalog.get_meta("model")
     return ModelRecord.from_json(text) if text else None
 
 
-def check_model(catalog: Catalog, identity: ModelIdentity) -> None:
+def check_model(catalog: Catalog | CatalogReader, identity: ModelIdentity) -> None:
     """Refuse a model other than the one the index was built with."""
     record = model_record(catalog)
     if record is not None and not record.identity.same_model(identity):

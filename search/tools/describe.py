@@ -10,6 +10,7 @@ Both are cached in the index's catalog, keyed by model and text, so a second run
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from indexer.errors import BadInput
 from indexer.locations import data_dir
+from indexer.progress import Progress
 from indexer.store.vector_store import TEXTS_FILE, VectorStore
 from search.engine import Engine
 
@@ -108,12 +110,19 @@ def describe(
     return best_texts(vector, concepts, concept_vectors(engine, concepts, templates), k)
 
 
-def add_corpus(engine: Engine, texts: list[str], batch: int = 256) -> int:
+def add_corpus(
+    engine: Engine,
+    texts: list[str],
+    batch: int = 256,
+    progress: Callable[[Progress], None] | None = None,
+) -> int:
     """Embed and store new corpus texts, then rebuild the corpus index; returns how many new."""
     added = 0
     for start in range(0, len(texts), batch):
         chunk = texts[start : start + batch]
         added += engine.catalog.add_texts(list(zip(chunk, engine.encode_texts(chunk), strict=True)))
+        if progress:
+            progress(Progress("embedding texts", start + len(chunk), len(texts), "texts"))
     ids, _, vectors = engine.catalog.text_corpus()
     VectorStore.build(ids, vectors).save(engine.directory, TEXTS_FILE)
     return added

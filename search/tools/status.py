@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from indexer.store.catalog import ERROR, SCHEMA_VERSION
+from indexer.store.catalog import ERROR
 from indexer.store.index_dir import model_record, open_existing
 from indexer.store.vector_store import VECTORS_FILE, VectorStore
 
@@ -27,17 +28,21 @@ def index_status(directory: Path) -> dict[str, object]:
         counts = catalog.counts()
         roots = [os.fsdecode(p) for p in catalog.root_paths()]
         token_rows, token_bytes = catalog.token_bytes()
+        schema_version = catalog.schema_version()
+        generation = catalog.generation()
+        embedder = json.loads(catalog.get_meta("embedder") or "null")  # the last run's
     finally:
         catalog.close()
-    vectors = 0
-    index_type = None
+    vectors, index_type, vectors_generation = 0, None, None
     if (directory / VECTORS_FILE).exists() and record is not None:
         store = VectorStore.load(directory, record.dim)
         vectors, index_type = len(store), type(store.index).__name__
+        vectors_generation = store.generation
     return {
         "index": str(directory),
         "images": counts["images"],
         "errors": counts["errors"],
+        "offline": counts["offline"],
         "vectors": vectors,
         "index_type": index_type,
         "roots": roots,
@@ -48,7 +53,12 @@ def index_status(directory: Path) -> dict[str, object]:
         ),
         "bytes": _size_on_disk(directory),
         "rerank_bytes_per_image": round(token_bytes / token_rows) if token_rows else 0,
-        "schema_version": SCHEMA_VERSION,
+        "embedder": embedder,
+        "schema_version": schema_version,
+        # The catalog's change counter, and the one the vector file reflects: they differ while
+        # an indexer runs (or after one was killed); searches then scan the difference exactly.
+        "generation": generation,
+        "vectors_generation": vectors_generation,
     }
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from helpers import PHOTOSEEK, consistency, write_image
+from search.query import Term
+from search.wiring import build_engine
 
 
 def committed_rows(catalog: Path) -> int:
@@ -65,3 +67,75 @@ def test_sigkill_mid_run_then_resume(tmp_path, tiny_checkpoint, kill_after):
     _, live = consistency(idx)
     assert len(live) == total
     assert not any(name.endswith(".tmp") for name in os.listdir(idx))
+
+
+# A real SIGKILL at an exact point: the child replaces os.replace with one that kills the process
+# when a rename onto `name` is about to happen (the file beside it fully written, not yet in place).
+KILL_BEFORE_RENAME = """
+import os, signal
+_replace = os.replace
+def _replace_or_die(src, dst, *args, **kwargs):
+    if os.path.basename(os.fspath(dst)) == {name!r}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _replace(src, dst, *args, **kwargs)
+os.replace = _replace_or_die
+from search.cli import main
+main()
+"""
+
+
+def index_args(root: Path, idx: Path, model: str) -> list[str]:
+    return ["index", str(root), "--index", str(idx), "--model", model, "--batch-size", "4",
+            "--workers", "1", "--json"]  # fmt: skip
+
+
+def killed_at(name: str, args: list[str]) -> None:
+    script = KILL_BEFORE_RENAME.format(name=name)
+    result = subprocess.run([PHOTOSEEK[0], "-c", script, *args], capture_output=True, timeout=300)
+    assert result.returncode == -signal.SIGKILL, result.stderr.decode()
+
+
+def photo_folder(tmp_path: Path, count: int, seed: int) -> Path:
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i in range(count):
+        write_image(root / f"p{i:02d}.png", seed=seed + i)
+    return root
+
+
+def searchable(idx: Path) -> None:
+    with build_engine(idx) as engine:
+        hits = engine.search([Term(text="a photo")], k=100)
+        assert {h.id for h in hits} == set(engine.catalog.live_ids().tolist())
+
+
+@pytest.mark.parametrize("name", ["vectors.faiss", "vectors.json", "towers"])
+def test_sigkill_while_saving_vectors_or_installing_towers(tmp_path, tiny_checkpoint, name):
+    root, idx = photo_folder(tmp_path, 20, seed=300), tmp_path / "idx"
+    args = index_args(root, idx, tiny_checkpoint)
+    killed_at(name, args)
+    if name != "towers":  # every batch committed, only the vector file (or its record) behind
+        assert committed_rows(idx / "catalog.sqlite") == 20
+        searchable(idx)  # a search meanwhile reads the file it finds, plus the catalog
+    rerun = subprocess.run([*PHOTOSEEK, *args], capture_output=True, timeout=300, check=True)
+    assert json.loads(rerun.stdout)["added"] == (20 if name == "towers" else 0)
+    _, live = consistency(idx)
+    assert len(live) == 20
+    searchable(idx)
+    # The killed save's temporary file is cleared (it is as large as the index).
+    assert not [n for n in os.listdir(idx) if n.startswith(".vectors.")]
+
+
+def test_sigkill_while_saving_a_changed_index(tmp_path, tiny_checkpoint):
+    root, idx = photo_folder(tmp_path, 12, seed=400), tmp_path / "idx"
+    args = index_args(root, idx, tiny_checkpoint)
+    subprocess.run([*PHOTOSEEK, *args], capture_output=True, timeout=300, check=True)
+    for i in range(4):
+        (root / f"p{i:02d}.png").unlink()
+        write_image(root / f"new{i}.png", seed=500 + i)
+    killed_at("vectors.faiss", args)  # the old file stays: 4 stale ids, 4 rows it lacks
+    searchable(idx)
+    subprocess.run([*PHOTOSEEK, *args], capture_output=True, timeout=300, check=True)
+    _, live = consistency(idx)
+    assert len(live) == 12
+    searchable(idx)

@@ -12,8 +12,11 @@ from helpers import consistency, write_image
 from indexer.errors import BadInput, ModelMismatch
 from indexer.media.discovery import WalkOptions
 from indexer.pipeline import IndexOptions, run_index
+from indexer.progress import Progress
 from indexer.store.catalog import Catalog
 from indexer.store.vector_store import VECTORS_FILE
+from search.engine import Engine
+from search.query import Term
 
 
 def index(directory: Path, *roots: Path, **options) -> dict[str, int | float]:
@@ -150,3 +153,25 @@ def test_many_batches_and_one_worker(tmp_path, tiny_checkpoint):
     assert counts["added"] == 40
     _, live = consistency(tmp_path / "idx")
     assert len(live) == 40
+
+
+def test_the_first_committed_batch_of_a_first_index_is_searchable(tmp_path, tiny_checkpoint):
+    root = tmp_path / "first"
+    root.mkdir()
+    for i in range(12):
+        write_image(root / f"{i:02d}.png", seed=200 + i)
+    seen: list[tuple[int, int]] = []
+
+    def search_now(step: Progress) -> None:
+        if step.stage != "embedding" or not step.done or seen:
+            return
+        with Engine.open(tmp_path / "idx") as engine:  # mid-run, as a user's search would
+            hits = engine.search([Term(text="a photo")], k=20)
+            seen.append((step.done, len(hits)))
+
+    run_index(
+        tmp_path / "idx",
+        IndexOptions(roots=(root,), model=tiny_checkpoint, batch_size=4, workers=1),
+        search_now,
+    )
+    assert seen and seen[0][0] < 12 and seen[0][1] == seen[0][0]  # what was committed, no more

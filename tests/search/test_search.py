@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
 from indexer.errors import BadInput
 from indexer.models.loading import ModelIdentity
+from indexer.store import vector_store
 from indexer.store.catalog import Catalog, NewImage
 from indexer.store.index_dir import ModelRecord
-from indexer.store.vector_store import VectorStore, sync
+from indexer.store.vector_store import VECTORS_FILE, VectorStore, sync
 from search.engine import Engine, brute_force_knn
 from search.filters import Filters, parse_date
 from search.query import Term, combine, parse_terms
@@ -161,6 +163,49 @@ def test_deleted_and_failed_images_never_come_back(tmp_path):
     rows.append(NewImage(b"/d/bad.jpg", 1, 1, b"b" * 16, error="truncated"))
     engine = synthetic_engine(tmp_path, rows)
     gone = next(r.id for r in engine.catalog.all_rows() if r.path == b"/d/gone.jpg")
-    engine.catalog.delete_ids([gone])  # deleted after the FAISS file was written
+    Catalog.open(tmp_path).delete_ids([gone])  # deleted after the FAISS file was written
     reopened = Engine.open(tmp_path)
     assert [h.path for h in reopened.search_vector(basis(0), k=5)] == [b"/d/keep.jpg"]
+
+
+def test_equal_counts_still_see_what_changed(tmp_path):
+    # One image deleted and one added after the vector file was saved: the same count.
+    engine = synthetic_engine(tmp_path, [row("/e/a.jpg", basis(0)), row("/e/old.jpg", basis(1))])
+    engine.close()
+    writer = Catalog.open(tmp_path)
+    old = next(r.id for r in writer.all_rows() if r.path == b"/e/old.jpg")
+    writer.delete_ids([old])
+    writer.write_batch([row("/e/new.jpg", basis(1) + 0.1 * basis(2))])
+    reopened = Engine.open(tmp_path)
+    assert [h.path for h in reopened.search_vector(basis(1), k=1)] == [b"/e/new.jpg"]
+    assert len(reopened.search_vector(basis(1), k=5)) == 2
+
+
+def test_a_search_on_a_newer_catalog_never_trains_nor_writes(tmp_path, monkeypatch):
+    monkeypatch.setattr(vector_store, "EXACT_LIMIT", 100)  # an IVF would be due at 100 rows
+    engine = synthetic_engine(tmp_path, [row(f"/n/{i}.jpg", basis(i % DIM)) for i in range(20)])
+    engine.close()
+    file = tmp_path / VECTORS_FILE
+    writer = Catalog.open(tmp_path)
+    rng = np.random.default_rng(3)
+    writer.write_batch([row(f"/n/more{i}.jpg", rng.standard_normal(DIM)) for i in range(300)])
+    before = (file.read_bytes(), file.stat().st_mtime_ns, sorted(os.listdir(tmp_path)))
+    reopened = Engine.open(tmp_path)
+    assert isinstance(reopened.store.index, faiss.IndexIDMap2)  # the file as it is: no training
+    exact = brute_force_knn(reopened.catalog, DIM)
+    query = unit(rng.standard_normal(DIM))
+    for filters in (None, Filters(glob="more1*")):
+        hits = reopened.search_vector(query, k=10, filters=filters)
+        allowed = filters.allowed_ids(reopened.catalog) if filters else None
+        assert [h.id for h in hits] == exact(query[None], 10, allowed)[1][0].tolist()
+    after = (file.read_bytes(), file.stat().st_mtime_ns, sorted(os.listdir(tmp_path)))
+    assert after == before  # the vector file untouched, nothing written beside it
+
+
+def test_an_open_engine_sees_batches_committed_after_it_opened(tmp_path):
+    engine = synthetic_engine(tmp_path, [row("/o/a.jpg", basis(0))])
+    writer = Catalog.open(tmp_path)
+    writer.write_batch([row("/o/b.jpg", basis(3))])
+    assert [h.path for h in engine.search_vector(basis(3), k=1)] == [b"/o/b.jpg"]
+    writer.delete_ids([r.id for r in writer.all_rows() if r.path == b"/o/b.jpg"])
+    assert [h.path for h in engine.search_vector(basis(3), k=5)] == [b"/o/a.jpg"]

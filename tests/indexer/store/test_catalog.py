@@ -39,7 +39,7 @@ def test_rows_under_a_prefix_are_path_components(tmp_path):
 def test_batches_vectors_and_counts(tmp_path):
     catalog = Catalog.open(tmp_path)
     ids = catalog.write_batch([item(b"/x/1", 1), item(b"/x/2", 2), item(b"/x/bad", None, "bad")])
-    assert catalog.counts() == {"images": 2, "errors": 1}
+    assert catalog.counts() == {"images": 2, "errors": 1, "offline": 0}
     assert catalog.live_ids().tolist() == ids[:2]
     vectors = catalog.vectors(np.array(ids[:2][::-1]), 8)
     assert np.allclose(vectors[0], item(b"", 2).vector)

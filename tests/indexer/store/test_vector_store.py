@@ -31,7 +31,8 @@ def test_flat_search_matches_brute_force(tmp_path):
     store.save(tmp_path)
     again = VectorStore.load(tmp_path, 32)
     assert again.ids().tolist() == ids[100:].tolist()
-    assert os.listdir(tmp_path) == ["vectors.faiss"]  # no temporary file left beside it
+    # No temporary file left beside it; its record names the file's generation (none here).
+    assert sorted(os.listdir(tmp_path)) == ["vectors.faiss", "vectors.json"]
 
 
 def test_index_kind_follows_collection_size():
@@ -86,3 +87,96 @@ def test_search_among_allowed_ids_matches_brute_force(monkeypatch):
     found = ivf.search(queries, 5, allowed[:20])[1]
     assert set(found.ravel()) <= set(allowed[:20].tolist())
     assert (found == allowed[:20][np.argsort(-(queries @ picked[:20].T), axis=1)[:, :5]]).all()
+
+
+def brute_force(queries: np.ndarray, data: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
+    order = np.argsort(-(queries @ data.T), axis=1, kind="stable")[:, :k]
+    return ids[order]
+
+
+def test_ivf_returns_k_whenever_k_pass_with_and_without_filters(monkeypatch):
+    monkeypatch.setattr(vector_store, "EXACT_LIMIT", 1000)
+    data, queries = unit(3000, 16, 6), unit(4, 16, 7)
+    ids = np.arange(5, 3005, dtype=np.int64)
+    ivf = VectorStore.build(ids, data)
+    assert not isinstance(ivf.index, faiss.IndexIDMap2)
+    # Unfiltered, k beyond what nprobe lists hold: all of them still come back.
+    _, found = ivf.search(queries, 3000)
+    assert (found >= 0).all() and all(len(set(row)) == 3000 for row in found.tolist())
+    # Filtered: k results whenever k pass, exact for a small allowed set.
+    rng = np.random.default_rng(8)
+    for share, k in ((0.3, 500), (0.05, 100), (0.02, 30)):
+        mask = rng.random(3000) < share
+        allowed, picked = ids[mask], data[mask]
+        assert len(allowed) >= k
+        _, found = ivf.search(queries, k, allowed)
+        assert (found >= 0).all(), (share, k)
+        assert set(found.ravel()) <= set(allowed.tolist())
+        if len(allowed) <= vector_store.SCAN_LIMIT:
+            assert (found == brute_force(queries, picked, allowed, k)).all(), (share, k)
+    few = ids[[3, 900, 2999]]
+    _, found = ivf.search(queries, 10, few)
+    assert (found[:, 3:] == -1).all()
+    assert (found[:, :3] == brute_force(queries, data[[3, 900, 2999]], few, 3)).all()
+    # Stale ids excluded (a reader's view of a file older than its catalog).
+    _, found = ivf.search(queries, 50, excluded=ids[:1500])
+    assert (found >= ids[1500]).all()
+
+
+def test_ivf_is_retrained_when_the_collection_outgrows_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(vector_store, "EXACT_LIMIT", 1000)
+    catalog = Catalog.open(tmp_path)
+    vectors = unit(6000, 16, 9)
+
+    def add(start: int, stop: int) -> None:
+        catalog.write_batch([
+            NewImage(f"/p/{i}".encode(), 1, 1, i.to_bytes(16, "big"), vector=vectors[i])
+            for i in range(start, stop)
+        ])  # fmt: skip
+
+    add(0, 1200)
+    store, _ = sync(VectorStore.empty(16), catalog)
+    assert not isinstance(store.index, faiss.IndexIDMap2) and store.trained_for == 1200
+    store.save(tmp_path, generation=catalog.generation())
+    add(1200, 3000)  # 2.5x: kept, new vectors added to the lists it has
+    store, changed = sync(VectorStore.load(tmp_path, 16), catalog)
+    assert changed and store.trained_for == 1200 and len(store) == 3000
+    store.save(tmp_path, generation=catalog.generation())
+    add(3000, 6000)  # 5x what it was trained on: trained again
+    store, changed = sync(VectorStore.load(tmp_path, 16), catalog)
+    assert changed and store.trained_for == 6000 and len(store) == 6000
+    store.save(tmp_path, generation=catalog.generation())
+    again = VectorStore.load(tmp_path, 16)
+    assert again.trained_for == 6000 and again.generation == catalog.generation()
+
+
+def test_the_file_records_the_generation_it_reflects(tmp_path):
+    catalog = Catalog.open(tmp_path)
+    assert catalog.generation() == 0
+    catalog.write_batch([NewImage(b"/a", 1, 1, b"a" * 16, vector=unit(1, 8, 3)[0])])
+    first = catalog.generation()
+    assert first > 0
+    catalog.delete_ids([])  # nothing changed: the same generation
+    assert catalog.generation() == first
+    vector_store.refresh(tmp_path, catalog, 8)
+    assert VectorStore.load(tmp_path, 8).generation == first
+    # A vector file the record does not describe (copied in, or saved by a run killed before
+    # its record): its generation is unknown, so readers check it against the catalog.
+    other = VectorStore.empty(8)
+    other.add(np.array([7, 8]), unit(2, 8, 4))
+    other.save(tmp_path)
+    assert VectorStore.load(tmp_path, 8).generation is None
+
+
+def test_gpu_only_when_asked_large_enough_and_within_k():
+    big = vector_store.GPU_MIN_VECTORS
+    assert not vector_store.gpu_worthwhile(False, big, 10, gpus=1)  # a CLI query: never
+    assert vector_store.gpu_worthwhile(True, big, 10, gpus=1)
+    assert not vector_store.gpu_worthwhile(True, big, 10, gpus=0)
+    assert not vector_store.gpu_worthwhile(True, big - 1, 10, gpus=1)  # a scan beats the copy
+    assert not vector_store.gpu_worthwhile(True, big, vector_store.GPU_MAX_K + 1, gpus=1)
+    # Any k works (here on the CPU: this machine has no GPU; faiss-gpu is not installed).
+    store = VectorStore.build(np.arange(3000, dtype=np.int64), unit(3000, 8, 5))
+    store.gpu = True
+    _, found = store.search(unit(1, 8, 6), 2500)
+    assert (found >= 0).all() and len(set(found[0].tolist())) == 2500
