@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from search.cli.options import QuietOpt
 from search.cli.output import display_path, fail
-from search.cli.progress import ProgressBar, describe_training
+from search.cli.progress import progress_reporter
 
 if TYPE_CHECKING:
     from search.demo.run import DemoReport
@@ -33,6 +33,7 @@ def demo(
             "and check its figures against the shipped model's",
         ),
     ] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Offline demo on a generated gallery: text→image with and without rerank, image→image,
     image→text, and an HTML page of it all."""
@@ -45,8 +46,9 @@ def demo(
     def say(text: str) -> None:
         typer.echo(text, err=True)
 
-    with ProgressBar("training", describe_training, sys.stderr.isatty()) as progress:
-        report = run_demo(folder, say, progress, retrain=retrain)
+    with progress_reporter(quiet) as progress:
+        training = progress.training if progress else None
+        report = run_demo(folder, say, training, retrain=retrain, progress=progress)
     _print_report(report)
     if retrain and report.shipped_quality is not None:
         s = report.shipped_quality

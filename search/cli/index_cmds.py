@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from search.cli.options import IndexOpt, JsonOpt
+from search.cli.options import IndexOpt, JsonOpt, QuietOpt
 from search.cli.output import display_path, json_path, print_json
-from search.cli.progress import ProgressBar, describe_indexing
+from search.cli.progress import progress_reporter
 
 if TYPE_CHECKING:
     from indexer.pipeline import IndexSummary
@@ -35,17 +34,33 @@ def index(
             "[default: the index's model, else ViT-B-32:laion2b_s34b_b79k]"
         ),
     ] = None,
-    precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto, fp32, bf16, fp16 or int8")] = "auto",
     exclude: Annotated[
-        list[str] | None, typer.Option(help="Glob of names or relative paths to skip (repeatable)")
+        list[str] | None,
+        typer.Option(
+            help="Glob of names or relative paths to skip (repeatable) [default: the root's own]"
+        ),
     ] = None,
     include_hidden: Annotated[
-        bool, typer.Option(help="Also index hidden files and folders")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--include-hidden/--no-include-hidden",
+            help="Also index hidden files and folders [default: the root's own, else no]",
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per model call")] = 32,
     workers: Annotated[int, typer.Option(help="Decode threads [default: CPU count]")] = 0,
     dry_run: Annotated[bool, typer.Option(help="List what would change; change nothing")] = False,
+    retry_errors: Annotated[bool, typer.Option(help="Retry every file that failed")] = False,
+    prune: Annotated[
+        bool, typer.Option(help="Delete the rows of files whose folder is offline or missing")
+    ] = False,
+    rerank_cache: Annotated[
+        str | None,
+        typer.Option(help="Then fill this reranker's vision cache (hf:ORG/NAME or a folder)"),
+    ] = None,
     json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Embed every image under PATHS; re-runs touch only what changed."""
     import os
@@ -58,22 +73,30 @@ def index(
         roots=tuple(paths or ()),
         model=model,
         precision=precision,
-        walk=WalkOptions(include_hidden=include_hidden, exclude=tuple(exclude or ())),
+        # given, they replace each root's stored walk options; else the stored ones are used
+        walk=WalkOptions(bool(include_hidden), tuple(exclude or ()))
+        if exclude or include_hidden is not None
+        else None,
         batch_size=batch_size,
         workers=workers or max(1, os.cpu_count() or 1),
         dry_run=dry_run,
+        retry_errors=retry_errors,
+        prune=prune,
     )
     directory = resolve_index(index_dir)
-    bar = ProgressBar("indexing", describe_indexing, not json_out and sys.stderr.isatty(), "img")
-    with bar as progress:
+    with progress_reporter(quiet) as progress:
         summary = run_index(directory, options, progress)
     _print_summary(summary, json_out)
+    if rerank_cache and not dry_run:
+        from search.cli.rerank_cmds import fill_cache
+
+        fill_cache(directory, rerank_cache, quiet)
 
 
 def _print_summary(summary: IndexSummary, json_out: bool) -> None:
     dry_run = summary.dry_run
     if json_out:
-        result: dict[str, object] = {**summary.counts()}
+        result: dict[str, object] = {**summary.counts(), "embedder": summary.embedder}
         if dry_run:
             result |= {
                 "dry_run": True,
@@ -119,6 +142,8 @@ def status(index_dir: IndexOpt = None, json_out: JsonOpt = False) -> None:
     typer.echo(f"model    {model.get('spec', '(none yet)')}")
     typer.echo(f"images   {info['images']}  (vectors: {info['vectors']}, {info['index_type']})")
     typer.echo(f"errors   {info['errors']}")
+    if isinstance(embedder := info["embedder"], dict):
+        typer.echo(f"embedder {embedder['precision']} on {embedder['engine']} (last indexing run)")
     typer.echo(f"size     {size / 1e6:.1f} MB")
     if info["rerank_bytes_per_image"]:
         typer.echo(f"rerank   {info['rerank_bytes_per_image']} bytes/image of ITM tokens")

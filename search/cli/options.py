@@ -12,3 +12,6 @@ IndexOpt = Annotated[
     typer.Option("--index", help="Index directory [default: $PHOTOSEEK_INDEX or XDG data dir]"),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout.")]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Show no progress (bar or periodic lines) on stderr.")
+]

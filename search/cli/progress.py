@@ -1,77 +1,207 @@
-"""A rich progress bar for long library calls, shown on a terminal only."""
+"""How the CLI shows the library's progress reports on stderr.
+
+On a terminal: a rich bar per stage with its rate and time left. Anywhere else (a pipe, a log
+file, a CI job): one plain line every PHOTOSEEK_PROGRESS_INTERVAL seconds (10 by default)
+while a stage runs, and a last one when a stage that printed lines ends::
+
+    photoseek: STAGE DONE/TOTAL RATE UNIT/s ETA H:MM:SS[ INFO]
+
+TOTAL, RATE and ETA are ``?`` until known. `--quiet` shows nothing.
+"""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Generic, TypeVar
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, TextIO
+
+from indexer.progress import Progress
 
 if TYPE_CHECKING:
-    from rich.progress import Progress, TaskID
+    from rich.progress import Progress as RichProgress
+    from rich.progress import TaskID
 
-    from indexer.pipeline import Progress as IndexProgress
     from indexer.training.loop import TrainProgress
 
-Event = TypeVar("Event")
+INTERVAL_ENV = "PHOTOSEEK_PROGRESS_INTERVAL"
+DEFAULT_INTERVAL = 10.0
 
 
-class ProgressBar(Generic[Event]):
-    """Context manager yielding a callback for the library's progress events (or None).
+class Reporter:
+    """The callback a command hands the library: it tracks each stage's rate and time left and
+    passes them to a display (bar or lines)."""
 
-    `describe(event)` turns an event into (done, total, info text); with `unit`, the measured
-    rate ("12.3 img/s") follows the info.
-    """
+    def __init__(self, display: _Display) -> None:
+        self._display = display
+        self._lock = threading.Lock()
+        self.stage: _Stage | None = None
 
-    def __init__(
-        self,
-        label: str,
-        describe: Callable[[Event], tuple[int, int, str]],
-        enabled: bool,
-        unit: str = "",
-    ) -> None:
-        self.label = label
-        self.describe = describe
-        self.enabled = enabled
-        self.unit = unit
-        self._bar: Progress | None = None
+    def __call__(self, event: Progress) -> None:
+        now = time.monotonic()
+        with self._lock:
+            stage = self.stage
+            if stage is None or stage.name != event.stage or event.done < stage.done:
+                stage = self.stage = _Stage(event.stage, event.unit, now, event.done)
+            stage.done, stage.total, stage.info, stage.updated = (
+                event.done, event.total, event.info, now
+            )  # fmt: skip
+            self._display.show(stage, now)
 
-    def __enter__(self) -> Callable[[Event], None] | None:
-        if not self.enabled:
+    def training(self, event: TrainProgress) -> None:
+        """The training loop's own report, as a "training" stage."""
+        info = (f"epoch {event.epoch + 1}  itc {event.itc_loss:.3f}  itm {event.itm_loss:.3f}  "
+                f"{event.images_per_s:.0f} img/s")  # fmt: skip
+        self(Progress("training", event.step, event.steps, "steps", info))
+
+    def tick(self) -> None:
+        """Called by the lines display's clock: show the running stage as it stands."""
+        with self._lock:
+            if self.stage is not None and not self.stage.finished:
+                self._display.tick(self.stage, time.monotonic())
+
+
+@dataclass
+class _Stage:
+    name: str
+    unit: str
+    started: float  # at its first report: the rate counts from there
+    first_done: int
+    done: int = 0
+    total: int | None = None
+    info: str = ""
+    updated: float = 0.0
+    lines: int = 0  # plain lines printed for it
+
+    @property
+    def finished(self) -> bool:
+        return self.total is not None and self.done >= self.total
+
+    def rate(self) -> float | None:
+        elapsed = self.updated - self.started
+        counted = self.done - self.first_done
+        return counted / elapsed if counted > 0 and elapsed > 0 else None
+
+    def eta(self) -> float | None:
+        rate = self.rate()
+        if self.total is None or rate is None:
             return None
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
+        return max(0, self.total - self.done) / rate
+
+    def line(self) -> str:
+        rate, eta = self.rate(), self.eta()
+        total = "?" if self.total is None else str(self.total)
+        rate_text = "?" if rate is None else f"{rate:.1f}"
+        eta_text = "?" if eta is None else _clock(eta)
+        text = (
+            f"{self.name} {self.done}/{total} {rate_text} {self.unit or 'items'}/s ETA {eta_text}"
         )
+        return f"{text} {self.info}".rstrip()
 
-        bar = Progress(
-            TextColumn(self.label), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True,
+
+def _clock(seconds: float) -> str:
+    whole = int(round(seconds))
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
+class _Display(Protocol):
+    def show(self, stage: _Stage, now: float) -> None: ...
+    def tick(self, stage: _Stage, now: float) -> None: ...
+    def close(self) -> None: ...
+
+
+class _Lines:
+    """One line per interval while a stage runs, and its last line when it ends."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def show(self, stage: _Stage, now: float) -> None:
+        if stage.finished and stage.lines:
+            self._write(stage)
+
+    def tick(self, stage: _Stage, now: float) -> None:
+        self._write(stage)
+
+    def _write(self, stage: _Stage) -> None:
+        stage.lines += 1
+        self.stream.write(f"photoseek: {stage.line()}\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        pass
+
+
+class _Bar:
+    """A rich bar per stage, redrawn by rich's own refresh thread; gone when the command ends."""
+
+    def __init__(self, stream: TextIO) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.bar: RichProgress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[info]}"),
+            console=Console(file=stream), transient=True,
         )  # fmt: skip
-        bar.start()
-        self._bar = bar
-        return functools.partial(self._update, bar, bar.add_task(self.label, total=None, info=""))
+        self.stage: _Stage | None = None  # the stage the last row is for
+        self.task: TaskID | None = None
+        self.bar.start()
 
-    def _update(self, bar: Progress, task: TaskID, event: Event) -> None:
-        done, total, info = self.describe(event)
-        bar.update(task, completed=done, total=total)
-        speed = bar.tasks[0].speed
-        if self.unit and speed:
-            info = f"{info} {speed:.1f} {self.unit}/s".strip()
-        bar.update(task, info=info)
+    def show(self, stage: _Stage, now: float) -> None:
+        if stage is not self.stage or self.task is None:  # a new stage gets a row of its own
+            self.stage, self.task = stage, self.bar.add_task(stage.name, rate="", info="")
+        task = self.task
+        rate, eta = stage.rate(), stage.eta()
+        rate_text = "" if rate is None else f"{rate:.1f} {stage.unit or 'items'}/s"
+        if eta is not None and not stage.finished:
+            rate_text += f"  ETA {_clock(eta)}"
+        self.bar.update(task, completed=stage.done, total=stage.total, rate=rate_text,
+                        info=stage.info)  # fmt: skip
 
-    def __exit__(self, *_exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
+    def tick(self, stage: _Stage, now: float) -> None:
+        pass
+
+    def close(self) -> None:
+        self.bar.stop()
 
 
-def describe_indexing(event: IndexProgress) -> tuple[int, int, str]:
-    return event.done, event.total, ""
+def _interval() -> float:
+    try:
+        return max(0.05, float(os.environ.get(INTERVAL_ENV, DEFAULT_INTERVAL)))
+    except ValueError:
+        return DEFAULT_INTERVAL
 
 
-def describe_training(event: TrainProgress) -> tuple[int, int, str]:
-    info = (f"epoch {event.epoch + 1}  itc {event.itc_loss:.3f}  itm {event.itm_loss:.3f}  "
-            f"{event.images_per_s:.0f} img/s")  # fmt: skip
-    return event.step, event.steps, info
+@contextmanager
+def progress_reporter(quiet: bool, stream: TextIO | None = None) -> Iterator[Reporter | None]:
+    """The reporter for one command (None with `quiet`): a bar when `stream` (stderr) is a
+    terminal, else plain lines on a clock; stopped when the block ends."""
+    if quiet:
+        yield None
+        return
+    stream = stream or sys.stderr
+    on_terminal = stream.isatty()
+    display: _Display = _Bar(stream) if on_terminal else _Lines(stream)
+    reporter = Reporter(display)
+    stop = threading.Event()
+    # rich redraws the bar itself; plain lines need a clock, as reports can be minutes apart
+    clock = threading.Thread(target=_run_clock, args=(reporter, stop, _interval()), daemon=True)
+    if not on_terminal:
+        clock.start()
+    try:
+        yield reporter
+    finally:
+        stop.set()
+        if clock.is_alive():
+            clock.join()
+        display.close()
+
+
+def _run_clock(reporter: Reporter, stop: threading.Event, interval: float) -> None:
+    while not stop.wait(interval):
+        reporter.tick()

@@ -34,6 +34,9 @@ def search(
     min_width: Annotated[int | None, typer.Option(help="Minimum width in px")] = None,
     min_height: Annotated[int | None, typer.Option(help="Minimum height in px")] = None,
     camera: Annotated[str | None, typer.Option(help="Camera make/model contains")] = None,
+    include_offline: Annotated[
+        bool, typer.Option(help="Also images whose folder or drive is offline (see `roots`)")
+    ] = False,
     threshold: Annotated[
         float | None,
         typer.Option(
@@ -41,9 +44,13 @@ def search(
         ),
     ] = None,
     rerank: Annotated[
-        bool, typer.Option(help="Rescore the top candidates with the ITM head")
+        bool, typer.Option(help="Rescore the top candidates with an ITM reranker")
     ] = False,
-    rerank_k: Annotated[int, typer.Option(help="Candidates the ITM head rescores")] = 32,
+    reranker: Annotated[
+        str | None,
+        typer.Option(help="With --rerank: head, hf:ORG/NAME or a folder (`photoseek rerankers`)"),
+    ] = None,
+    rerank_k: Annotated[int, typer.Option(help="Candidates the reranker rescores")] = 32,
     json_out: JsonOpt = False,
     paths: Annotated[bool, typer.Option("--paths", help="Print only paths, one per line")] = False,
     nul: Annotated[bool, typer.Option("-0", help="With --paths: NUL-separated")] = False,
@@ -53,19 +60,29 @@ def search(
     ] = None,
 ) -> None:
     """Find the images that best match text and/or images."""
+    from search.filters import Filters
     from search.query import parse_terms
     from search.wiring import Preload, build_engine
 
     if nul and not paths:
         raise fail("-0 goes with --paths")
     terms = parse_terms(query or [], image or [])
-    with build_engine(index_dir, preload=Preload.for_terms(terms, rerank), model=model) as engine:
-        from search.filters import Filters  # loaded by the engine; earlier, delays the encoders
-
-        filters = Filters(
-            under=tuple(under or ()), glob=glob, after=after, before=before,
-            min_width=min_width, min_height=min_height, camera=camera,
-        )  # fmt: skip
+    if reranker is not None and not rerank:
+        raise fail("--reranker goes with --rerank")
+    head = rerank and reranker in (None, "head")
+    preload = Preload.for_terms(terms, head)
+    spec = reranker if rerank else None
+    filters = Filters(
+        under=tuple(under or ()), glob=glob, after=after, before=before,
+        min_width=min_width, min_height=min_height, camera=camera,
+        include_offline=include_offline,
+    )  # fmt: skip
+    # Without filters the catalog is read through sqlite3: SQLAlchemy's import alone costs a
+    # cold query more than its whole search.
+    light = not (filters.active() or include_offline or spec not in (None, "head"))
+    with build_engine(
+        index_dir, preload=preload, model=model, reranker=spec, light=light
+    ) as engine:
         hits = engine.search(
             terms, k=k, filters=filters, threshold=threshold, rerank_k=rerank_k if rerank else None
         )

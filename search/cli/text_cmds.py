@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from search.cli.options import IndexOpt, JsonOpt
+from search.cli.options import IndexOpt, JsonOpt, QuietOpt
 from search.cli.output import display_path, json_path, print_json
+from search.cli.progress import progress_reporter
 
 texts_app = typer.Typer(help="Manage the index's caption corpus.", no_args_is_help=True)
 
@@ -55,13 +56,14 @@ def describe(
 def texts_add(
     file: Annotated[Path, typer.Argument(help="One caption per line (UTF-8)")],
     index_dir: IndexOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Add captions to the index's corpus, searched by `describe --corpus`."""
     from search.tools.describe import add_corpus, read_texts
     from search.wiring import build_engine
 
-    with build_engine(index_dir) as engine:
-        added = add_corpus(engine, read_texts(file))
+    with build_engine(index_dir) as engine, progress_reporter(quiet) as progress:
+        added = add_corpus(engine, read_texts(file), progress=progress)
     typer.echo(f"added {added} new texts", err=True)
 
 

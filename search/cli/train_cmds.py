@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from search.cli.options import JsonOpt
+from search.cli.options import JsonOpt, QuietOpt
 from search.cli.output import print_json
-from search.cli.progress import ProgressBar, describe_training
+from search.cli.progress import progress_reporter
 
 PairsOpt = Annotated[
     Path,
@@ -42,6 +41,7 @@ def train(
         bool, typer.Option(help="Freeze the text tower (with --lock-image: train the head alone)")
     ] = False,
     json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Train the dual encoder and its ITM rerank head; OUT then works as --model OUT."""
     from indexer.training.loop import train as run_training
@@ -49,8 +49,7 @@ def train(
 
     rows = read_pairs(pairs)
     groups = [r.group for r in rows if r.group is not None]  # twin groups, if every row has one
-    bar = ProgressBar("training", describe_training, enabled=not json_out and sys.stderr.isatty())
-    with bar as progress:
+    with progress_reporter(quiet) as progress:
         result = run_training(
             [(str(r.image), r.caption, r.negatives) for r in rows],
             out,
@@ -61,7 +60,7 @@ def train(
             seed=seed,
             batch_size=batch_size,
             groups=groups if len(groups) == len(rows) else None,
-            progress=progress,
+            progress=progress.training if progress else None,
         )
     summary = {
         "out": str(result.out_dir),
@@ -80,12 +79,15 @@ def evaluate(
     pairs: PairsOpt,
     model: Annotated[Path, typer.Option("--model", help="A folder written by `photoseek train`")],
     json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Text→image and image→text R@1/5/10, ITC alone and reranked by the ITM head."""
     from indexer.training.evaluation import RERANK_KS, evaluate_pairs
     from indexer.training.pairs import read_pairs
 
-    report = evaluate_pairs(model, read_pairs(pairs))
+    rows = read_pairs(pairs)
+    with progress_reporter(quiet) as progress:
+        report = evaluate_pairs(model, rows, progress)
     if json_out:
         print_json(report)
         return

@@ -58,9 +58,10 @@ def test_non_utf8_paths_survive_json(tmp_path, tiny_checkpoint):
     root.mkdir()
     odd = os.fsencode(root) + b"/caf\xe9\nline.png"
     write_image(odd, seed=1, format="PNG")
+    write_image(root / "plain.png", seed=2, format="PNG")  # the root stays non-empty: listed
     idx = str(tmp_path / "idx")
     result = run("index", str(root), "--index", idx, "--model", tiny_checkpoint, "--json")
-    assert json.loads(result.stdout)["added"] == 1
+    assert json.loads(result.stdout)["added"] == 2
     (tmp_path / "odd" / os.fsdecode(b"caf\xe9\nline.png")).unlink()
     dry = json.loads(run("index", "--index", idx, "--dry-run", "--json").stdout)
     assert [os.fsencode(p) for p in dry["to_remove"]] == [odd]
