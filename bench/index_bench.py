@@ -29,7 +29,6 @@ The parts live in bench/indexing/ (one module each), the shared timing and setup
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -39,12 +38,13 @@ from indexing.model import bench_model
 from indexing.reindex import REINDEX_COUNT, bench_reindex
 from indexing.report import markdown, target_bound
 from indexing.stages import STAGES_FLAG, print_stages, py_spy_profile, stage_breakdown, stage_child
-from lib import OUT_DIR, REPO
+from lib import OUT_DIR
 from lib.cache import DEFAULT_CACHE, Paths
 from lib.machine import code_fingerprint, environment
 from lib.peer import ensure_setup
+from lib.script import add_quiet_wait, close_record, command_line, run_script, warn_if_code_changed
 from lib.tables import say, write_json
-from lib.timing import BenchError, QuietGate, shell
+from lib.timing import QuietGate
 
 OUT_FILE = OUT_DIR / "index_bench.json"
 
@@ -55,14 +55,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="1 run each, no 10k part")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="photos, peer, models")
     parser.add_argument("--out", type=Path, default=OUT_FILE, help="where the JSON goes")
-    parser.add_argument(
-        "--quiet-wait",
-        type=float,
-        default=30.0,
-        metavar="S",
-        help="before each timed sample, wait up to S seconds for other processes to go idle "
-        "(0: don't wait)",
-    )
+    add_quiet_wait(parser)
     parser.add_argument("--py-spy", metavar="BIN", help="also sample one photoseek run with py-spy")
     args = parser.parse_args(argv)
     if args.runs < 1:
@@ -100,24 +93,19 @@ def main(argv: list[str]) -> dict:
     paths = Paths(args.cache.expanduser().resolve())
     paths.scratch.mkdir(parents=True, exist_ok=True)
     photos = ensure_setup(paths)
-    python = Path(sys.executable)
-    if python.is_relative_to(REPO):
-        python = python.relative_to(REPO)
-    command = shell([python, "bench/index_bench.py", *argv])
-    result: dict = {"command": command, "environment": environment(paths)}
+    result: dict = {
+        "command": command_line("index_bench.py", argv),
+        "environment": environment(paths),
+    }
     fingerprint = code_fingerprint()
     gate = measure(args, paths, photos, result)
-    result["environment"]["loadavg_at_end"] = os.getloadavg()
-    result["environment"]["quiet_gate"] = gate.report()
-    result["environment"]["code_fingerprint"] = fingerprint
-    result["code_changed_during_run"] = code_fingerprint() != fingerprint
+    close_record(result, gate, fingerprint)
     result["markdown"] = markdown(result)
 
     write_json(args.out, result)
     print_stages(result)
     say(f"\nwrote {args.out}\n\n{result['markdown']}")
-    if result["code_changed_during_run"]:
-        say("\nWARNING: photoseek's sources changed while this ran; the numbers mix versions.")
+    warn_if_code_changed(result)
     return result
 
 
@@ -125,12 +113,4 @@ if __name__ == "__main__":
     if sys.argv[1:2] == [STAGES_FLAG]:
         stage_child(*sys.argv[2:4])
         sys.exit(0)
-    sys.path.insert(0, str(REPO))
-    try:
-        main(sys.argv[1:])
-    except BenchError as e:
-        sys.stderr.write(f"index_bench: error: {e}\n")
-        sys.exit(2)
-    except KeyboardInterrupt:
-        sys.stderr.write("index_bench: interrupted\n")
-        sys.exit(130)
+    run_script("index_bench", main)

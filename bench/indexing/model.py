@@ -2,31 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 from lib.cache import ARCH
+from lib.gemm import GemmSuite, vit_gflops_per_image
 from lib.timing import QuietGate, interleaved, median
 
 BATCH = 32
-
-
-def vit_gflops_per_image(arch: str) -> dict:
-    """Image-tower GFLOPs: 12 x (4d^2T + 2T^2d + 8d^2T) multiply-adds x 2, plus patch embedding."""
-    import open_clip
-
-    cfg = open_clip.get_model_config(arch)["vision_cfg"]
-    d, layers, patch = cfg["width"], cfg["layers"], cfg["patch_size"]
-    grid = cfg["image_size"] // patch
-    tokens = grid * grid + 1
-    blocks = layers * (4 * d * d * tokens + 2 * tokens * tokens * d + 8 * d * d * tokens)
-    patch_embed = grid * grid * 3 * patch * patch * d
-    projection = d * open_clip.get_model_config(arch)["embed_dim"]
-    return {
-        "width": d,
-        "tokens": tokens,
-        "layers": layers,
-        "gflops": 2 * (blocks + patch_embed + projection) / 1e9,
-    }
 
 
 def bench_model(runs: int, gate: QuietGate) -> dict:
@@ -67,42 +47,3 @@ def bench_model(runs: int, gate: QuietGate) -> dict:
         result["bf16"]["gflop_per_s"] / matmul["bf16_layer_gemms_gflop_per_s"]
     )
     return result
-
-
-class GemmSuite:
-    """The four GEMMs of one transformer block at batch 32, in bf16, timed for a ceiling.
-
-    qkv [BT,d]x[d,3d], out [BT,d]x[d,d], fc1 [BT,d]x[d,4d], fc2 [BT,4d]x[4d,d]. The ceiling is the
-    best rate any of them reaches (what bf16 matmul allows on this CPU); the layer rate is what a
-    block's GEMMs would take if each ran at its own best measured speed.
-    """
-
-    def __init__(self, rows: int, d: int, reps: int = 5) -> None:
-        import torch
-
-        self.reps = reps
-        self.shapes = {"qkv": (rows, d, 3 * d), "out": (rows, d, d)}
-        self.shapes |= {"fc1": (rows, d, 4 * d), "fc2": (rows, 4 * d, d)}
-        self.operands = {
-            name: (torch.randn(m, k, dtype=torch.bfloat16), torch.randn(k, n, dtype=torch.bfloat16))
-            for name, (m, k, n) in self.shapes.items()
-        }
-        self.best: dict[str, float] = {}  # seconds per GEMM
-
-    def __call__(self) -> None:
-        for name, (a, b) in self.operands.items():
-            for _ in range(self.reps):
-                started = time.perf_counter()
-                a @ b
-                took = time.perf_counter() - started
-                self.best[name] = min(took, self.best.get(name, took))
-
-    def report(self) -> dict:
-        flop = {name: 2 * m * k * n for name, (m, k, n) in self.shapes.items()}
-        rate = {name: flop[name] / self.best[name] / 1e9 for name in flop}
-        return {
-            "shapes_m_k_n": self.shapes,
-            "gflop_per_s_by_gemm": rate,
-            "bf16_gflop_per_s": max(rate.values()),
-            "bf16_layer_gemms_gflop_per_s": sum(flop.values()) / sum(self.best.values()) / 1e9,
-        }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from lib.bounds import machine_bounds
 from lib.cache import ARCH
 from lib.tables import table
 
@@ -9,22 +10,18 @@ from indexing.model import BATCH
 
 
 def target_bound(result: dict) -> dict:
-    """What the 5x target asks against what this machine can give on this folder, from this run.
-
-    Two upper bounds on any indexer's images/s, both generous: decoding alone on every core (as
-    if embedding and start-up were free), and all CPU work shared perfectly over the cores with
-    no start-up at all: one-thread decode time plus the image tower at the bf16 matmul ceiling.
-    """
+    """What the 5x target asks against what this machine can give on this folder, from this run
+    (the bounds: `lib.bounds.machine_bounds`, the tower at the bf16 matmul ceiling)."""
     fresh, decode, model = result["fresh_index"], result["decode"], result["model"]
-    photos, cores = fresh["photos"], result["environment"]["cpus"]
-    target = 5 * fresh["rclip"]["images_per_s"]
-    decode_cpu_s = photos / decode["photoseek_decode_1_thread"]["images_per_s"]
-    model_cpu_s = photos / model["bf16_matmul"]["ceiling_images_per_s"] * model["torch_threads"]
-    return {
-        "target_images_per_s": target,
-        "decode_alone_all_cores_images_per_s": decode["photoseek_decode_2_threads"]["images_per_s"],
-        "decode_plus_model_at_ceiling_images_per_s": photos * cores / (decode_cpu_s + model_cpu_s),
-    }
+    bounds = machine_bounds(
+        fresh["photos"],
+        result["environment"]["cpus"],
+        decode["photoseek_decode_1_thread"]["images_per_s"],
+        decode["photoseek_decode_2_threads"]["images_per_s"],
+        model["bf16_matmul"]["ceiling_images_per_s"],
+        model["torch_threads"],
+    )
+    return {"target_images_per_s": 5 * fresh["rclip"]["images_per_s"]} | bounds
 
 
 def markdown(result: dict) -> str:

@@ -1,8 +1,13 @@
-"""The train state rewritten after every epoch, from which an interrupted run resumes."""
+"""The train state rewritten after every epoch, from which an interrupted run resumes.
+
+The state is plain data (dicts, lists, numbers, strings, tensors), so it loads with
+``torch.load(weights_only=True)``: a crafted `train_state.pt` in an out_dir cannot run code.
+"""
 
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +32,13 @@ def resume(
     """Load an unfinished run's state; the epoch to start from (0 when there is none)."""
     if not path.is_file():
         return 0
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise BadInput(
+            f"{path}: not a plain train state ({reason}); delete it to start the run over"
+        ) from None
     if state["setup"] != setup:
         raise BadInput(f"{path.parent} holds a run with other settings; use another out_dir")
     clip.load_state_dict(state["model"])

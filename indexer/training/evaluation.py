@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from indexer.errors import BadInput
 from indexer.models.model_files import HEAD_FILE
+from indexer.progress import Progress
 from indexer.training.pairs import PairRow
 
 RERANK_KS = (8, 16, 32)
 
 
-def evaluate_pairs(model_dir: Path, rows: list[PairRow]) -> dict[str, object]:
+def evaluate_pairs(
+    model_dir: Path, rows: list[PairRow], progress: Callable[[Progress], None] | None = None
+) -> dict[str, object]:
     """R@1/5/10 (fractions) for t2i and i2t, ITC alone and ITC+ITM at k = 8, 16, 32.
 
     Shape: {"itc": {"t2i": {"r1", "r5", "r10"}, "i2t": {...}}, "itm_k8": {...}, ...}; with
@@ -30,6 +34,7 @@ def evaluate_pairs(model_dir: Path, rows: list[PairRow]) -> dict[str, object]:
         [(str(r.image), r.caption) for r in rows],
         twin_groups=groups if len(groups) == len(rows) else None,
         ks=RERANK_KS,
+        progress=progress,
     )
     names = {"itc": "itc", **{f"rerank@{k}": f"itm_k{k}" for k in RERANK_KS}}
     out: dict[str, object] = {

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from indexer.errors import BadInput
+from indexer.progress import Progress
 from indexer.training.data import Pair, load_pixels
 from indexer.training.precision import autocast_dtype
 from indexer.training.scoring import (
@@ -30,6 +31,7 @@ def evaluate(
     ks: Sequence[int] = (8, 16, 32),
     recall_at: Sequence[int] = (1, 5, 10),
     alpha: float | None = None,
+    progress: Callable[[Progress], None] | None = None,
 ) -> dict[str, Any]:
     """Retrieval quality on a gallery of (image, caption) pairs, ITC alone and reranked.
 
@@ -41,13 +43,17 @@ def evaluate(
     """
     alpha = trained.alpha if alpha is None else alpha
     autocast = autocast_dtype("auto", trained.device)
+    step = _stepper(progress, 4, "loading the images")
     pixels, _, skipped = load_pixels([p[0] for p in pairs], trained.image_size)
     if skipped:
         raise BadInput(f"unreadable evaluation images: {'; '.join(skipped[:3])}")
     captions = [p[1] for p in pairs]
+    step("encoding the images")
     images = encode_images(trained, pixels, autocast=autocast)
     unique = list(dict.fromkeys(captions))
+    step("encoding the captions")
     texts = encode_texts(trained, unique, autocast=autocast)
+    step("reranking with the ITM head")
     caption_index = {c: i for i, c in enumerate(unique)}
     t2i_relevant: list[set[int]] = [set() for _ in unique]
     for i, c in enumerate(captions):
@@ -63,12 +69,32 @@ def evaluate(
         "twin_accuracy": {},
     }
     rankings = _rankings(trained, texts, images, ks, alpha, autocast)
+    step("")
     for name, (t2i, i2t) in rankings.items():
         report["t2i"][name] = _recall(t2i, t2i_relevant, recall_at)
         report["i2t"][name] = _recall(i2t, i2t_relevant, recall_at)
         if twin_groups is not None:
             report["twin_accuracy"][name] = _twin_accuracy(t2i, unique, captions, twin_groups)
     return report
+
+
+def _stepper(
+    progress: Callable[[Progress], None] | None, steps: int, first: str
+) -> Callable[[str], None]:
+    """Reports the "evaluating" stage as started on `first`; each call then ends a step."""
+    done = 0
+
+    def report(now_doing: str) -> None:
+        if progress:
+            progress(Progress("evaluating", done, steps, "steps", now_doing))
+
+    def step(next_step: str) -> None:
+        nonlocal done
+        done += 1
+        report(next_step)
+
+    report(first)
+    return step
 
 
 def _rankings(

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from indexer.datasets.shapes_world import listings, write_dataset
 from indexer.models.model_files import HEAD_FILE, MODEL_WEIGHTS
 from indexer.pipeline import IndexOptions, run_index
+from indexer.progress import Progress
 from indexer.training.evaluation import evaluate_pairs
 from indexer.training.pairs import PairRow, read_pairs
 from search.demo.shipped import MANIFEST, read_manifest, shipped_dir
@@ -82,9 +83,11 @@ def run_demo(
     size: DemoSize | None = None,
     *,
     retrain: bool = False,
+    progress: Callable[[Progress], None] | None = None,
 ) -> DemoReport:
     """Run the whole demo in `folder` (reusing what an earlier run left there): on the shipped
-    model, or with `retrain` on a model trained here from scratch by the same recipe."""
+    model, or with `retrain` on a model trained here from scratch by the same recipe.
+    `progress` hears from indexing and evaluating, `train_progress` from training."""
     size = size or DemoSize()
     folder.mkdir(parents=True, exist_ok=True)
     report = DemoReport(folder, folder / "results.html")
@@ -104,7 +107,7 @@ def run_demo(
     index = folder / f"index-{tag}"
     clock = time.perf_counter()
     say("indexing the gallery with `photoseek index`")
-    summary = run_index(index, IndexOptions(roots=(data / "test",), model=str(model)))
+    summary = run_index(index, IndexOptions(roots=(data / "test",), model=str(model)), progress)
     report.seconds["index"] = time.perf_counter() - clock
     say(f"  {summary.added} added, {summary.unchanged} unchanged in {summary.seconds:.1f}s")
 
@@ -113,15 +116,17 @@ def run_demo(
     with build_engine(index) as engine:
         _text_queries(engine, tests, report)
         _image_and_text_queries(engine, tests, report)
-    report.quality = gallery_quality(model, tests)
+    report.quality = gallery_quality(model, tests, progress)
     report.seconds["queries"] = time.perf_counter() - clock
     _write_page(report)
     return report
 
 
-def gallery_quality(model: Path, tests: list[PairRow]) -> dict[str, float]:
+def gallery_quality(
+    model: Path, tests: list[PairRow], progress: Callable[[Progress], None] | None = None
+) -> dict[str, float]:
     """The demo's figures for `model` on its gallery, as `photoseek eval` reports them."""
-    quality = evaluate_pairs(model, tests)
+    quality = evaluate_pairs(model, tests, progress)
     itc, reranked, twins = quality["itc"], quality["itm_k32"], quality["twin_accuracy"]
     # evaluate_pairs returns dict[str, object]: narrowed here until it returns a TypedDict
     assert isinstance(itc, dict) and isinstance(reranked, dict) and isinstance(twins, dict)

@@ -125,7 +125,7 @@ def test_checkpoint_reloads_to_identical_scores(trained_dir: Path, data) -> None
     pairs, _ = data
     from safetensors.torch import load_file
 
-    state = torch.load(trained_dir / STATE_FILE, map_location="cpu", weights_only=False)
+    state = torch.load(trained_dir / STATE_FILE, map_location="cpu", weights_only=True)
     again = load_trained(trained_dir)
     in_training = load_trained(trained_dir)
     in_training.model.load_state_dict(state["model"])
@@ -314,3 +314,57 @@ def test_twin_listwise_loss_is_finite_and_trains_the_head() -> None:
         optimizer.step()
         losses.append(float(loss.detach()))
     assert losses[-1] < 0.5 * losses[0]
+
+
+class _Payload:
+    """A pickle that runs code when loaded: what a crafted train_state.pt could hold."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        import os
+
+        return os.mkdir, (str(self.marker),)
+
+
+def test_resume_never_runs_code_from_a_crafted_train_state(tmp_path: Path) -> None:
+    from indexer.training.checkpoints import resume
+
+    marker = tmp_path / "code-ran"
+    state = tmp_path / STATE_FILE
+    torch.save({"setup": _Payload(marker), "epoch": 1}, state)
+    clip, head = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(clip.parameters(), lr=0.1)
+    with pytest.raises(BadInput, match="train_state.pt") as caught:
+        resume(state, {"model": None}, clip, head, optimizer)
+    assert not marker.exists()
+    assert "\n" not in str(caught.value)
+
+
+def test_calibration_fits_the_fused_score_of_a_default_rerank_pool(trained_dir: Path, data):
+    """Platt's fit is of the fused score (what results are ordered by) over the ITC top
+    RERANK_K (what a default query reranks), whatever pool the alpha search used: there its
+    mean probability equals the share of true matches (the fit's first-order condition)."""
+    from indexer.models.model_files import RERANK_K
+    from indexer.training.calibration import calibrate
+    from indexer.training.scoring import itm_logits
+
+    pairs, _ = data
+    trained = load_trained(trained_dir)
+    held = pairs[-96:]
+    pixels, _, _ = load_pixels([p[0] for p in held], trained.image_size)
+    captions = [p[1] for p in held]
+    alpha, (scale, bias) = calibrate(trained, pixels, captions, rerank_k=8, autocast=None)
+    images = encode_images(trained, pixels)
+    unique = list(dict.fromkeys(captions))
+    texts = encode_texts(trained, unique)
+    itc = texts.embeddings @ images.embeddings.T
+    top = itc.argsort(dim=1, descending=True)[:, :RERANK_K]
+    q = torch.arange(len(unique))[:, None].expand_as(top).reshape(-1)
+    logits = itm_logits(trained.head, texts, q, images, top.reshape(-1)).view_as(top)
+    fused = logits + alpha * float(trained.model.logit_scale.detach().exp()) * itc.gather(1, top)
+    rows = zip(top.tolist(), unique, strict=True)
+    labels = torch.tensor([[captions[i] == u for i in row] for row, u in rows])
+    probability = torch.sigmoid(scale * fused.double() + bias)
+    assert float(probability.mean()) == pytest.approx(float(labels.double().mean()), abs=2e-3)
