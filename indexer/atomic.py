@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+_TMP_SUFFIX = ".tmp"
+
 
 @contextmanager
 def replacing(target: Path) -> Iterator[Path]:
@@ -23,7 +25,7 @@ def replacing(target: Path) -> Iterator[Path]:
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     # A fresh name rather than mkstemp, whose 0600 file would keep the umask from applying.
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}{_TMP_SUFFIX}")
     try:
         yield tmp
         fsync_file(tmp)
@@ -31,6 +33,13 @@ def replacing(target: Path) -> Iterator[Path]:
         fsync_dir(target.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_leftovers(target: Path) -> None:
+    """Delete the temporary files that `replacing(target)` calls killed before their rename
+    left beside `target` (as large as the file itself). Only for `target`'s one writer."""
+    for leftover in target.parent.glob(f".{target.name}.*{_TMP_SUFFIX}"):
+        leftover.unlink(missing_ok=True)
 
 
 def write_bytes(target: Path, data: bytes) -> None:

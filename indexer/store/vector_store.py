@@ -298,9 +298,8 @@ def refresh(
     its catalog, saving it with the generation it now reflects if anything is new. Only for the
     writer (it holds the index's lock: no commit can come between the generation and the rows)."""
     generation = catalog.generation()
-    for name in (VECTORS_FILE, record_path(directory, VECTORS_FILE).name):
-        for leftover in directory.glob(f".{name}.*.tmp"):  # from a save killed before its rename
-            leftover.unlink(missing_ok=True)
+    for target in (directory / VECTORS_FILE, record_path(directory, VECTORS_FILE)):
+        atomic.remove_leftovers(target)  # from a save killed before its rename
     store, changed = sync(store or VectorStore.load(directory, dim), catalog)
     if changed or store.generation != generation or not (directory / VECTORS_FILE).exists():
         store.save(directory, generation=generation)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from indexer.atomic import replacing
+from indexer.atomic import remove_leftovers, replacing
 from indexer.errors import BadInput
 
 log = logging.getLogger(__name__)
@@ -64,5 +64,6 @@ def save_state(
         "head": head.state_dict(),
         "optimizer": optimizer.state_dict(),
     }
+    remove_leftovers(path)  # a save killed before its rename left its temporary file
     with replacing(path) as tmp:
         torch.save(state, tmp)
