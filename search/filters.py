@@ -76,10 +76,14 @@ class Filters:
         if self.min_height:
             clauses.append(images.c.height >= self.min_height)
         if self.camera:
-            text = f"%{self.camera.lower()}%"
+            text = f"%{_like_literal(self.camera.lower())}%"
             make = func.lower(func.coalesce(images.c.camera_make, ""))
             model = func.lower(func.coalesce(images.c.camera_model, ""))
-            clauses.append(make.like(text) | model.like(text) | (make + " " + model).like(text))
+            clauses.append(
+                make.like(text, escape="\\")
+                | model.like(text, escape="\\")
+                | (make + " " + model).like(text, escape="\\")
+            )
         if self.under:
             clauses.append(or_(*(path_under(os.fsencode(os.path.abspath(p))) for p in self.under)))
         query = select(images.c.id, images.c.path).where(and_(*clauses)).order_by(images.c.id)
@@ -106,3 +110,8 @@ def _glob_match(path: bytes, pattern: str) -> bool:
     text = os.fsdecode(path)
     target = text if "/" in pattern else os.path.basename(text)
     return fnmatch.fnmatchcase(target, pattern) or fnmatch.fnmatchcase(target.lower(), pattern)
+
+
+def _like_literal(text: str) -> str:
+    """`text` for a LIKE pattern that matches it literally: its `%`, `_` and escape escaped."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -131,6 +131,26 @@ def test_filters_apply_before_the_cut_to_k(tmp_path):
         paths(after="last tuesday")
 
 
+def test_camera_filter_matches_wildcard_characters_literally(tmp_path):
+    target = basis(0)
+    rows = [
+        row("/lib/a.jpg", target, camera_make="Acme", camera_model="X_100"),
+        row("/lib/b.jpg", target + 0.1 * basis(1), camera_make="Acme", camera_model="X1000"),
+        row("/lib/c.jpg", target + 0.2 * basis(2), camera_make="50% Optics", camera_model="Z"),
+        row("/lib/d.jpg", target + 0.3 * basis(3), camera_make="Back\\slash", camera_model="Q"),
+    ]
+    engine = synthetic_engine(tmp_path, rows)
+
+    def paths(camera: str) -> list[bytes]:
+        hits = engine.search_vector(unit(target), k=4, filters=Filters(camera=camera))
+        return [h.path for h in hits]
+
+    assert paths("x_1") == [b"/lib/a.jpg"]  # `_` is not "any character"
+    assert paths("%") == [b"/lib/c.jpg"]  # `%` is not "anything"
+    assert paths("k\\s") == [b"/lib/d.jpg"]
+    assert paths("acme x1") == [b"/lib/b.jpg"]
+
+
 def test_parse_date_forms():
     assert parse_date("2024-03-01") == "2024-03-01T00:00:00"
     assert parse_date("2024-03-01T12:30") == "2024-03-01T12:30:00"
