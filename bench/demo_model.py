@@ -20,8 +20,8 @@ from pathlib import Path
 from lib.machine import cpu_model
 
 from indexer.locations import cache_dir
-from indexer.models.loading import resolve_precision
 from indexer.models.model_files import write_half_copy
+from indexer.models.precision import resolve_precision
 from indexer.training.pairs import read_pairs
 from search.demo.run import DemoSize, gallery_quality, run_demo
 from search.demo.shipped import write_manifest

@@ -83,6 +83,6 @@ def photoseek_embedder(paths: Paths, index: Path) -> dict:
     embedder = json.loads(status.stdout).get("embedder")
     if isinstance(embedder, dict) and embedder.get("precision"):
         return embedder | {"source": "photoseek status"}
-    from indexer.models.loading import resolve_precision
+    from indexer.models.precision import resolve_precision
 
     return {"precision": resolve_precision("auto", "cpu"), "engine": "torch", "source": "auto"}

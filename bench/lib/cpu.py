@@ -13,7 +13,7 @@ _INT8_FEATURES = frozenset({"avx_vnni", "avx512_vnni", "amx_int8"})
 def cpu_facts() -> dict:
     """Model name, logical cores, native bf16 (as photoseek's `--precision auto` reads it) and
     the int8 dot-product features, with a one-line label for tables."""
-    from indexer.models.loading import cpu_features, native_bf16_in
+    from indexer.models.precision import cpu_features, native_bf16_in
 
     features = cpu_features()
     bf16 = native_bf16_in(features)
