@@ -26,6 +26,15 @@ def write_image(path: Path | bytes, seed: int, size: tuple[int, int] = (96, 72),
     Image.fromarray(pixels).save(path, **save)
 
 
+def photo_folder(parent: Path, count: int, seed: int = 0, size: tuple[int, int] = (96, 72)) -> Path:
+    """`parent/photos` with `count` distinct noise PNGs, p000.png, p001.png, ..."""
+    root = parent / "photos"
+    root.mkdir()
+    for i in range(count):
+        write_image(root / f"p{i:03d}.png", seed=seed + i, size=size)
+    return root
+
+
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*PHOTOSEEK, *args],

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import PHOTOSEEK, consistency, write_image
+from helpers import PHOTOSEEK, consistency, photo_folder, write_image
 from search.query import Term
 from search.wiring import build_engine
 
@@ -29,11 +29,8 @@ def committed_rows(catalog: Path) -> int:
 
 @pytest.mark.parametrize("kill_after", [3, 40])
 def test_sigkill_mid_run_then_resume(tmp_path, tiny_checkpoint, kill_after):
-    root = tmp_path / "photos"
-    root.mkdir()
     total = 90
-    for i in range(total):
-        write_image(root / f"p{i:03d}.png", seed=i, size=(160, 120))
+    root = photo_folder(tmp_path, total, size=(160, 120))
     idx = tmp_path / "idx"
     args = [
         *PHOTOSEEK,
@@ -95,14 +92,6 @@ def killed_at(name: str, args: list[str]) -> None:
     assert result.returncode == -signal.SIGKILL, result.stderr.decode()
 
 
-def photo_folder(tmp_path: Path, count: int, seed: int) -> Path:
-    root = tmp_path / "photos"
-    root.mkdir()
-    for i in range(count):
-        write_image(root / f"p{i:02d}.png", seed=seed + i)
-    return root
-
-
 def searchable(idx: Path) -> None:
     with build_engine(idx) as engine:
         hits = engine.search([Term(text="a photo")], k=100)
@@ -131,7 +120,7 @@ def test_sigkill_while_saving_a_changed_index(tmp_path, tiny_checkpoint):
     args = index_args(root, idx, tiny_checkpoint)
     subprocess.run([*PHOTOSEEK, *args], capture_output=True, timeout=300, check=True)
     for i in range(4):
-        (root / f"p{i:02d}.png").unlink()
+        (root / f"p{i:03d}.png").unlink()
         write_image(root / f"new{i}.png", seed=500 + i)
     killed_at("vectors.faiss", args)  # the old file stays: 4 stale ids, 4 rows it lacks
     searchable(idx)

@@ -11,7 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from helpers import PHOTOSEEK, consistency, write_image
+from helpers import PHOTOSEEK, consistency, photo_folder
 from indexer.errors import PhotoseekError
 from indexer.store.catalog import Catalog
 from search.engine import Engine
@@ -45,11 +45,8 @@ def check(engine: Engine, index: Path, before: set[int]) -> int:
 
 
 def test_searches_while_a_real_index_runs(tmp_path, tiny_checkpoint):
-    root = tmp_path / "photos"
-    root.mkdir()
     total = 240
-    for i in range(total):
-        write_image(root / f"p{i:03d}.png", seed=i, size=(64, 48))
+    root = photo_folder(tmp_path, total, size=(64, 48))
     index = tmp_path / "idx"
     args = ["index", str(root), "--index", str(index), "--model", tiny_checkpoint]
     proc = subprocess.Popen(
