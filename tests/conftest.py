@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pg_server import pg_server, pg_url  # noqa: F401 - fixtures: a real PostgreSQL server
 
 from helpers import TINY, write_image
 

@@ -1,9 +1,12 @@
-"""The SQLite catalog: one row per image file, its embedding, the roots, and the model.
+"""The catalog: one row per image file, its embedding, the roots, and the model.
 
 The catalog is the source of truth. Embeddings live here beside their rows (written in the same
 transaction), so a killed run loses at most an uncommitted batch and the FAISS index can always be
-brought back in line from it. Row ids are never reused (AUTOINCREMENT): an id names one vector
-forever, and a changed file gets a new row.
+brought back in line from it. Row ids are never reused (SQLite's AUTOINCREMENT, PostgreSQL's
+sequence): an id names one vector forever, and a changed file gets a new row. The database is the
+index directory's SQLite file or one named by URL (`indexer.store.engines`); several indexers on
+different roots may write one PostgreSQL catalog at once (the generation counter is bumped in
+place, keyed writes are upserts, ids come from the sequence).
 """
 
 from __future__ import annotations
@@ -23,13 +26,24 @@ from sqlalchemy import (
     func,
     insert,
     select,
-    text,
     update,
 )
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from indexer.media.discovery import WalkOptions
-from indexer.store.layout import GENERATION, ImageRow
+from indexer.store.engines import (
+    CatalogTarget,
+    IndexReadOnly,
+    bump_generation,
+    check_schema,
+    locate,
+    migrate,
+    open_engine,
+    record,
+    unreachable,
+    upsert,
+)
+from indexer.store.layout import GENERATION, CatalogNeedsUpgrade, CatalogTooNew, ImageRow
 from indexer.store.schema import (
     CATALOG_FILE,
     ERROR,
@@ -46,14 +60,6 @@ from indexer.store.schema import (
     roots,
     text_cache,
     texts,
-)
-from indexer.store.sqlite import (
-    CatalogNeedsUpgrade,
-    CatalogTooNew,
-    IndexReadOnly,
-    check_schema,
-    migrate,
-    open_engine,
 )
 
 log = logging.getLogger(__name__)
@@ -86,30 +92,41 @@ class NewImage:
 
 
 class Catalog:
-    """Typed access to one index's SQLite catalog."""
+    """Typed access to one index's catalog."""
 
-    def __init__(self, engine: Engine, path: Path, read_only: bool = False) -> None:
+    def __init__(self, engine: Engine, target: CatalogTarget, read_only: bool = False) -> None:
         self.engine = engine
-        self.path = path
+        self.target = target
+        self.where = target.where  # how messages name it (never with a password)
         self.read_only = read_only
         self._writer: Engine | None = None  # a read-only catalog's write engine, made on demand
 
     @classmethod
-    def open(cls, directory: Path, *, read_only: bool = False) -> Catalog:
-        """The catalog in an index directory: for writing (created and migrated as needed), or
-        read-only (never written, never migrated; a catalog of another schema is refused)."""
-        path = directory / CATALOG_FILE
-        engine = open_engine(path, read_only)
+    def open(cls, directory: Path, *, read_only: bool = False, url: str | None = None) -> Catalog:
+        """The catalog of an index directory: for writing (created and migrated as needed), or
+        read-only (never written, never migrated; a catalog of another schema is refused).
+
+        `url` (else $PHOTOSEEK_CATALOG, else the URL the directory records) names a database
+        for it; without one it is the directory's SQLite file. A write open records the URL.
+        """
+        target = locate(directory, url)
+        engine = open_engine(target, read_only)
         try:
             if read_only:
                 with engine.connect() as conn:
-                    check_schema(conn, path, read_only=True)
+                    check_schema(conn, target, read_only=True)
             else:
-                migrate(engine, path)
+                migrate(engine, target)
+                record(directory, target)
+        except DBAPIError as e:
+            engine.dispose()
+            if target.file is not None:
+                raise  # SQLite's own errors, as before: the CLI words them
+            raise unreachable(target, e) from None
         except BaseException:
             engine.dispose()
             raise
-        return cls(engine, path, read_only)
+        return cls(engine, target, read_only)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -120,7 +137,7 @@ class Catalog:
     def _begin(self) -> Iterator[Connection]:
         """A write transaction; refused on a read-only catalog."""
         if self.read_only:
-            raise IndexReadOnly(f"{self.path} is open read-only")
+            raise IndexReadOnly(f"{self.where} is open read-only")
         with self.engine.begin() as conn:
             yield conn
 
@@ -132,15 +149,16 @@ class Catalog:
         engine = self.engine
         if self.read_only:
             if self._writer is None:
-                self._writer = open_engine(self.path, read_only=False)
+                self._writer = open_engine(self.target, read_only=False)
             engine = self._writer
         try:
             with engine.begin() as conn:
                 yield conn
-        except OperationalError as e:
-            if "readonly" not in str(e.orig) and "unable to open" not in str(e.orig):
+        except DBAPIError as e:
+            if not self.target.dialect.cannot_write(e):
                 raise
-            raise IndexReadOnly(f"{self.path} cannot be written: {e.orig}") from None
+            reason = str(e.orig).strip().splitlines()[0]
+            raise IndexReadOnly(f"{self.where} cannot be written: {reason}") from None
 
     def schema_version(self) -> int:
         """The schema version the catalog records (its migrations)."""
@@ -150,11 +168,6 @@ class Catalog:
         """A counter every committed change to the images bumps (in the same transaction):
         a vector file records the generation it reflects, so readers know what is newer."""
         return int(self.get_meta(GENERATION) or 0)
-
-    @classmethod
-    def _bump(cls, conn: Connection) -> None:
-        current = conn.scalar(select(meta.c.value).where(meta.c.key == GENERATION))
-        cls._set(conn, GENERATION, str(int(current or 0) + 1))
 
     # -- meta ---------------------------------------------------------------------------------
 
@@ -168,8 +181,7 @@ class Catalog:
 
     @staticmethod
     def _set(conn: Connection, key: str, value: str) -> None:
-        conn.execute(delete(meta).where(meta.c.key == key))
-        conn.execute(insert(meta).values(key=key, value=value))
+        upsert(conn, meta, key=key, value=value)
 
     # -- roots --------------------------------------------------------------------------------
 
@@ -297,8 +309,9 @@ class Catalog:
                     "indexed_at": now,
                     "decoder": item.decoder,
                 }
-                # An INTEGER PRIMARY KEY is SQLite's rowid: lastrowid is the new row's id.
-                image_id = conn.execute(insert(images).values(**values)).lastrowid
+                # SQLite's rowid or PostgreSQL's sequence: unique across concurrent writers.
+                query = insert(images).values(**values).returning(images.c.id)
+                image_id = conn.execute(query).scalar_one()
                 ids.append(image_id)
                 if item.vector is not None:
                     blob = np.ascontiguousarray(item.vector, dtype=np.float32).tobytes()
@@ -307,7 +320,7 @@ class Catalog:
                     blob = np.ascontiguousarray(item.tokens, dtype=np.float16).tobytes()
                     conn.execute(insert(itm_tokens).values(image_id=image_id, tokens=blob))
             if new or gone:
-                self._bump(conn)
+                bump_generation(conn)
         return ids
 
     def delete_ids(self, ids: Iterable[int]) -> int:
@@ -316,7 +329,7 @@ class Catalog:
             for start in range(0, len(wanted), 500):
                 conn.execute(delete(images).where(images.c.id.in_(wanted[start : start + 500])))
             if wanted:
-                self._bump(conn)
+                bump_generation(conn)
         return len(wanted)
 
     def delete_under(self, prefixes: Iterable[bytes], status: str | None = None) -> int:
@@ -329,7 +342,7 @@ class Catalog:
                     clause = clause & (images.c.status == status)
                 removed += conn.execute(delete(images).where(clause)).rowcount
             if removed:
-                self._bump(conn)
+                bump_generation(conn)
         return removed
 
     def set_offline(self, ids: Iterable[int], offline: bool) -> int:
@@ -343,7 +356,7 @@ class Catalog:
                 query = update(images).where(images.c.id.in_(chunk), images.c.status == before)
                 changed += conn.execute(query.values(status=after)).rowcount
             if changed:
-                self._bump(conn)
+                bump_generation(conn)
         return changed
 
     def counts_under(self, prefix: bytes) -> dict[str, int]:
@@ -368,8 +381,9 @@ class Catalog:
             return np.fromiter(conn.scalars(query), dtype=np.int64)
 
     def vectors(self, ids: np.ndarray, dim: int) -> np.ndarray:
-        """Embeddings [len(ids), dim] in the order of `ids`."""
-        out = np.empty((len(ids), dim), dtype=np.float32)
+        """Embeddings [len(ids), dim] in the order of `ids`; zeros for an id deleted meanwhile
+        (another writer of a shared catalog), which is then no longer live anywhere."""
+        out = np.zeros((len(ids), dim), dtype=np.float32)
         position = {int(i): n for n, i in enumerate(ids)}
         with self.engine.connect() as conn:
             for start in range(0, len(ids), 500):
@@ -400,9 +414,8 @@ class Catalog:
     def _store_text_vectors(self, entries: dict[bytes, np.ndarray]) -> None:
         with self._cache_write() as conn:
             for key, vector in entries.items():
-                conn.execute(delete(text_cache).where(text_cache.c.key == key))
                 blob = np.ascontiguousarray(vector, np.float32).tobytes()
-                conn.execute(insert(text_cache).values(key=key, vector=blob))
+                upsert(conn, text_cache, key=key, vector=blob)
 
     def add_texts(self, entries: list[tuple[str, np.ndarray]]) -> int:
         """Add corpus texts not already present; returns how many were new."""
@@ -444,6 +457,7 @@ class Catalog:
         }
 
     def checkpoint(self) -> None:
-        """Fold the WAL into the database file, so the directory is self-contained at rest."""
+        """At rest, a SQLite catalog folds its WAL into the file (the directory is then
+        self-contained); a server's catalog has nothing to do."""
         with self._begin() as conn:
-            conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+            self.target.dialect.checkpoint(conn)

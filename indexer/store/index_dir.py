@@ -1,4 +1,12 @@
-"""An index directory: its catalog, its model's identity, and a lock for the one writer."""
+"""An index directory: its catalog, its model's identity, and a lock for the one writer.
+
+The lock is the directory's: it guards what lives in it (the vector file, its record, the query
+towers), which only one indexer may write. Its catalog may be a database that several index
+directories share (`--catalog URL`): indexers on different roots then run at once, each with its
+own directory, each syncing its own vector file with every live row of the shared catalog, and
+the database orders their commits (`indexer.store.catalog`). A reader of any of those
+directories sees every committed row: its vector file plus the catalog's newer rows.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from indexer.errors import IndexNotFound, ModelMismatch, PhotoseekError
 from indexer.models.loading import ModelIdentity
+from indexer.store import catalog_url
 from indexer.store.layout import CATALOG_FILE
 
 if TYPE_CHECKING:  # the catalog's modules load when opened: a reader never imports SQLAlchemy
@@ -55,15 +64,20 @@ def open_existing(directory: Path, *, read_only: bool = True) -> Catalog:
 
 
 def open_reader(directory: Path) -> CatalogReader:
-    """The sqlite3 reader of an index that must already exist: a cold query's catalog."""
+    """The sqlite3 reader of an index that must already exist: a cold query's catalog (an index
+    whose catalog is the directory's own SQLite file; for any other, `open_existing`)."""
     from indexer.store.reader import CatalogReader
 
+    if not catalog_url.sqlite_file(directory):
+        raise PhotoseekError(f"the catalog of {directory} is not its SQLite file: open it with "
+                             "open_existing")  # fmt: skip
     _check_exists(directory)
     return CatalogReader.open(directory)
 
 
 def _check_exists(directory: Path) -> None:
-    if not (directory / CATALOG_FILE).is_file():
+    # A catalog named by URL is checked as it opens: one without photoseek's tables is refused.
+    if catalog_url.sqlite_file(directory) and not (directory / CATALOG_FILE).is_file():
         raise IndexNotFound(f"no photoseek index in {directory} (build one with `photoseek index`)")
 
 
@@ -91,7 +105,10 @@ def writer_lock(directory: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise IndexBusy(f"another photoseek process is writing to {directory}") from None
+            busy = f"another photoseek process is writing to {directory}"
+            if not catalog_url.sqlite_file(directory):
+                busy += " (indexers sharing one catalog each need their own --index)"
+            raise IndexBusy(busy) from None
         yield
     finally:
         os.close(fd)

@@ -73,7 +73,7 @@ class CatalogNeedsUpgrade(PhotoseekError):
     """The catalog predates this photoseek and a read-only open cannot migrate it."""
 
 
-def check_applied(applied: set[str], path: Path, read_only: bool) -> None:
+def check_applied(applied: set[str], path: Path | str, read_only: bool) -> None:
     """Refuse a catalog from a newer photoseek (migrations this one does not know); for a
     read-only open, also one that is older (it cannot migrate)."""
     unknown = applied - set(MIGRATION_NAMES)

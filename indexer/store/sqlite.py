@@ -1,6 +1,7 @@
-"""Opening the catalog's SQLite file: exact URLs, real transactions, read-only opens, migrations.
+"""Opening a catalog's SQLite file: exact URLs, real transactions, read-only opens.
 
-A write open migrates the catalog, each migration in its own transaction with its record. A
+The SQLite specifics live here (pragmas, URI filenames, IMMEDIATE transactions, the WAL
+checkpoint); `indexer.store.engines` picks this module or `indexer.store.postgres` by URL. A
 read-only open (search, status, errors, roots) never writes and never migrates: SQLite's
 `mode=ro` (or `immutable=1` on read-only media, where no writer can be at work) plus
 `query_only`, so it works on a read-only disk and never waits on an indexer's write lock.
@@ -8,28 +9,16 @@ read-only open (search, status, errors, roots) never writes and never migrates: 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, delete, event, insert, select
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 
-from indexer.errors import PhotoseekError
-from indexer.store.layout import (
-    READ_PRAGMAS,
-    CatalogNeedsUpgrade,
-    CatalogTooNew,
-    check_applied,
-    read_only_uri,
-)
-from indexer.store.schema import MIGRATIONS, meta, migrations
+from indexer.store.layout import READ_PRAGMAS, read_only_uri
 
-__all__ = ["CatalogNeedsUpgrade", "CatalogTooNew", "IndexReadOnly", "check_schema", "migrate",
-           "open_engine"]  # fmt: skip
-
-
-class IndexReadOnly(PhotoseekError):
-    """A write was asked of a catalog opened read-only, or on read-only media."""
+__all__ = ["cannot_write", "checkpoint", "insert", "migration_lock", "open_engine"]
 
 
 def open_engine(path: Path, read_only: bool) -> Engine:
@@ -77,29 +66,15 @@ def _begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def applied_migrations(conn: Connection) -> set[str]:
-    has_table = conn.exec_driver_sql(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'migrations'"
-    ).first()
-    return set(conn.scalars(select(migrations.c.name))) if has_table else set()
+def migration_lock(conn: Connection) -> None:
+    """Nothing more to take: a migration's transaction is IMMEDIATE, SQLite's write lock."""
 
 
-def check_schema(conn: Connection, path: Path, read_only: bool) -> None:
-    """Refuse a catalog from a newer photoseek; for a read-only open, also one that is older."""
-    check_applied(applied_migrations(conn), path, read_only)
+def checkpoint(conn: Connection) -> None:
+    """Fold the WAL into the database file, so the directory is self-contained at rest."""
+    conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
 
 
-def migrate(engine: Engine, path: Path) -> None:
-    """Run the missing migrations, each in one transaction with its record."""
-    with engine.connect().execution_options(sqlite_immediate=True) as conn:
-        with conn.begin():
-            migrations.create(conn, checkfirst=True)
-            check_schema(conn, path, read_only=False)
-        for number, (name, step) in enumerate(MIGRATIONS, 1):
-            with conn.begin():
-                if name in applied_migrations(conn):  # re-read: another opener may have run it
-                    continue
-                step(conn)
-                conn.execute(insert(migrations).values(name=name, applied_at=time.time()))
-                conn.execute(delete(meta).where(meta.c.key == "schema_version"))
-                conn.execute(insert(meta).values(key="schema_version", value=str(number)))
+def cannot_write(error: DBAPIError) -> bool:
+    """Whether SQLite refused a write because the file or its folder is read-only."""
+    return "readonly" in str(error.orig) or "unable to open" in str(error.orig)

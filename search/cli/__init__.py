@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from indexer.store.catalog_url import CATALOG_ENV
 from search.cli import (
     demo_cmds,
     explain_cmds,
@@ -23,6 +24,7 @@ from search.cli import (
     train_cmds,
 )
 from search.cli.failures import DEBUG_ENV, INTERRUPTED, debug_from_environment, failure
+from search.cli.options import CatalogOpt, hoist_catalog
 
 app = typer.Typer(
     name="photoseek",
@@ -56,9 +58,12 @@ def _global_options(
         bool,
         typer.Option("--debug", help=f"On failure, show the traceback too (or set {DEBUG_ENV}=1)"),
     ] = False,
+    catalog: CatalogOpt = None,
 ) -> None:
     """Cross-modal photo search: index photo folders, then search them by text or image."""
     _settings.debug = debug
+    if catalog:  # the library reads it from there, as a user's own $PHOTOSEEK_CATALOG
+        os.environ[CATALOG_ENV] = catalog
 
 
 def main() -> None:
@@ -70,7 +75,7 @@ def main() -> None:
     for handler in logging.getLogger().handlers:
         handler.addFilter(QuietRandomInit())
     try:
-        app()
+        app(args=hoist_catalog(sys.argv[1:]))
         code = 0
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)

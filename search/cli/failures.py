@@ -49,10 +49,14 @@ def _os_message(error: OSError) -> str:
 
 
 def _database_message(error: BaseException) -> str | None:
-    """SQLite's own errors, raw or wrapped by SQLAlchemy, in its words; None if not one."""
+    """The database's own errors (SQLite's, PostgreSQL's), raw or wrapped by SQLAlchemy, in its
+    words; None if not one."""
     exc = sys.modules.get("sqlalchemy.exc")  # loaded if the error can be one of its own
     if exc is not None and isinstance(error, exc.DBAPIError) and error.orig is not None:
         error = error.orig
+    psycopg = sys.modules.get("psycopg")  # a PostgreSQL catalog's driver, once it is loaded
+    if psycopg is not None and isinstance(error, psycopg.Error):
+        return f"the index catalog failed: {_one_line(str(error))}"
     sqlite3 = sys.modules.get("sqlite3")
     if sqlite3 is None or not isinstance(error, sqlite3.Error):
         return None
