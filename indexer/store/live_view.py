@@ -66,7 +66,9 @@ class LiveVectors:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, ids) per query row among the live ids (and `allowed`, if given)."""
         self.refresh()
-        scores, ids = self.store.search(queries, k, allowed, excluded=self.stale)
+        scores, ids = self.store.search(
+            queries, k, allowed, excluded=self.stale, exact=self._exact_vectors
+        )
         if not len(self.delta_ids):
             return scores, ids
         delta_ids, vectors = self.delta_ids, self._delta_vectors
@@ -75,6 +77,11 @@ class LiveVectors:
             delta_ids, vectors = delta_ids[picked], vectors[picked]
         delta_scores = np.ascontiguousarray(queries, np.float32) @ vectors.T
         return _merge(scores, ids, delta_scores, np.broadcast_to(delta_ids, delta_scores.shape), k)
+
+    def _exact_vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The catalog's vectors of ids the file holds: a PQ file's shortlist is re-scored with
+        them, so its scores are exact and merge with the delta's."""
+        return self.catalog.vectors(ids, self.store.dim)
 
 
 def _merge(

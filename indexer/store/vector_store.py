@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +19,9 @@ import faiss
 import numpy as np
 
 from indexer import atomic
+from indexer.store import index_choice
+from indexer.store.index_choice import IndexChoice, available_memory, default_budget
+from indexer.store.index_tuning import Exact, tune
 
 if TYPE_CHECKING:  # a query's reader must not pull SQLAlchemy in through this module
     from indexer.store.catalog import Catalog
@@ -28,36 +30,40 @@ log = logging.getLogger(__name__)
 
 VECTORS_FILE = "vectors.faiss"  # the images; a caption corpus lives in TEXTS_FILE
 TEXTS_FILE = "texts.faiss"
-# Below this many vectors exact search is both fast and exact; above, an IVF index (autofaiss'
-# rule of thumb: about 4*sqrt(n) lists, at least 39 training points per list).
+# Below this many vectors exact search is both fast and exact; above, an inverted file of full
+# vectors or of PQ codes, whichever the memory budget allows (`indexer.store.index_choice`).
 EXACT_LIMIT = 100_000
+# Vectors read from the catalog and added at a time while building: never the whole matrix.
+BUILD_CHUNK = 50_000
+# k-means rounds for the lists and OPQ rounds for the rotation (faiss: 25 and 50); beyond 10
+# either barely moves.
+TRAIN_ITERATIONS = 10
+# Points the PQ codebooks and the OPQ rotation train on (faiss: 65,536): k-means on 4-float
+# sub-vectors runs far below the machine's matmul speed, so this bounds the build on CPUs.
+PQ_TRAIN_POINTS = 16_384
+# A file larger than this share of the memory available now is memory-mapped on load (pages
+# come from disk as searches touch them) rather than read whole.
+MMAP_SHARE = 0.5
+# faiss maps an inverted file's lists with one flag and flat codes with another, and refuses both
+# at once for an inverted file.
+MMAP_IVF = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
+MMAP_FLAT = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY
 # An inverted file is trained again once the collection is this many times larger (or smaller)
 # than what it was trained on: its lists then hold far more (or fewer) vectors than planned.
 RETRAIN_FACTOR = 4
 # A filter passing at most this many ids is answered by an exact scan of them (every list
 # probed): cheap for so few, and the only way to be sure k come back whenever k pass.
 SCAN_LIMIT = 50_000
+WIDEN = 4  # lists probed again, times as many, when too few came back
 # The GPU only pays for its copy of the index in a long-lived process (the server), on a
 # collection large enough that a CPU scan is slower; faiss-gpu refuses k (and nprobe) above 2048.
 GPU_MIN_VECTORS = 200_000
 GPU_MAX_K = 2048
 
 
-@dataclass(frozen=True)
-class IndexChoice:
-    """Which FAISS index to build for a collection size."""
-
-    factory: str  # a faiss.index_factory string
-    nprobe: int = 0  # lists searched per query, for IVF
-    nlist: int = 0  # inverted lists, for IVF
-
-
-def choose_index(count: int) -> IndexChoice:
-    """Exact search below EXACT_LIMIT vectors; an inverted file above."""
-    if count < EXACT_LIMIT:
-        return IndexChoice("IDMap2,Flat")
-    lists = 1 << max(8, int(np.log2(4 * np.sqrt(count))))
-    return IndexChoice(f"IVF{lists},Flat", nprobe=max(16, lists // 64), nlist=lists)
+def choose_index(count: int, dim: int = 512, budget: int | None = None) -> IndexChoice:
+    """The index for `count` vectors of `dim` within `budget` bytes (default: a share of RAM)."""
+    return index_choice.choose(count, dim, budget or default_budget(), EXACT_LIMIT)
 
 
 def gpu_worthwhile(enabled: bool, count: int, k: int, gpus: int) -> bool:
@@ -77,6 +83,9 @@ class VectorStore:
     `generation`: the catalog generation the loaded file reflects (None: unknown). `trained_for`:
     how many vectors its inverted file was trained on. `gpu`: whether searches may use a GPU
     copy (set by long-lived processes only; a cold CLI query would pay the copy every time).
+    `refine`: a PQ index's shortlist of refine*k is re-scored with exact vectors when a search
+    is given them. `recall`: recall@10 measured when it was tuned. A memory-mapped store is
+    read-only.
     """
 
     def __init__(
@@ -88,41 +97,97 @@ class VectorStore:
         self.generation = generation
         self.gpu = False
         self._gpu_index: faiss.Index | None = None
+        self.factory: str | None = None
+        self.refine = 0
+        self.recall: float | None = None
+        self.mapped = False
 
     @classmethod
-    def empty(cls, dim: int, count_hint: int = 0) -> VectorStore:
-        choice = choose_index(count_hint)
+    def empty(cls, dim: int, count_hint: int = 0, choice: IndexChoice | None = None) -> VectorStore:
+        choice = choice or choose_index(count_hint, dim)
         index = faiss.index_factory(dim, choice.factory, faiss.METRIC_INNER_PRODUCT)
+        store = cls(index, dim)
+        store.factory = choice.factory
         if choice.nprobe:
-            faiss.extract_index_ivf(index).nprobe = choice.nprobe
-        return cls(index, dim)
-
-    @classmethod
-    def build(cls, ids: np.ndarray, vectors: np.ndarray) -> VectorStore:
-        """An index of the right kind for this many vectors, trained if it needs to be."""
-        store = cls.empty(vectors.shape[1], len(ids))
-        if not store.index.is_trained:
-            log.info("training %s on %d vectors", choose_index(len(ids)).factory, len(ids))
-            store.index.train(np.ascontiguousarray(vectors, np.float32))
-            store.trained_for = len(ids)
-        store.add(ids, vectors)
+            store.set_search(choice.nprobe, choice.ef_search, choice.refine)
         return store
 
     @classmethod
-    def load(cls, directory: Path, dim: int, filename: str = VECTORS_FILE) -> VectorStore:
+    def build(cls, ids: np.ndarray, vectors: np.ndarray) -> VectorStore:
+        """An index of the right kind for this many vectors, trained and tuned if it needs to
+        be (vectors in memory: for a catalog's, `build_streaming` reads them a chunk at a time)."""
+        order = np.argsort(ids, kind="stable")
+        held = np.ascontiguousarray(vectors[order], np.float32)
+        ids = ids.astype(np.int64)[order]
+        return build_streaming(ids, held.shape[1], lambda some: held[np.searchsorted(ids, some)])
+
+    @classmethod
+    def load(
+        cls, directory: Path, dim: int, filename: str = VECTORS_FILE, mmap: bool | None = None
+    ) -> VectorStore:
+        """The saved store, or an empty one. `mmap`: map the file instead of reading it (None:
+        when it is larger than MMAP_SHARE of the memory available now)."""
         path = directory / filename
         if not path.exists():
             return cls.empty(dim)
-        index = faiss.read_index(str(path))
-        record = _read_record(directory, filename, path.stat().st_size)
-        trained_for = int(record.get("trained_for") or index.ntotal)
-        return cls(index, index.d, trained_for, record.get("generation"))
+        size = path.stat().st_size
+        if mmap is None:
+            mmap = size > MMAP_SHARE * available_memory()
+        record = read_record(directory, filename, size)
+        index = faiss.read_index(str(path), _mmap_flags(record) if mmap else 0)
+        trained_for = _int(record.get("trained_for")) or int(index.ntotal)
+        generation = record.get("generation")
+        store = cls(
+            index, index.d, trained_for, generation if isinstance(generation, int) else None
+        )
+        store.mapped = mmap
+        factory, recall = record.get("factory"), record.get("recall")
+        store.factory = factory if isinstance(factory, str) else None
+        store.recall = float(recall) if isinstance(recall, int | float) else None
+        if not store.is_exact():
+            store.set_search(
+                _int(record.get("nprobe")) or store.nprobe,
+                _int(record.get("ef_search")) or store.ef_search,
+                _int(record.get("refine")),
+            )
+        return store
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
 
     def is_exact(self) -> bool:
         return isinstance(self.index, faiss.IndexIDMap2 | faiss.IndexIDMap)
+
+    def kind(self) -> str:
+        """flat, ivf or pq, as `IndexChoice.kind` names them."""
+        if self.is_exact():
+            return "flat"
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(self.index))
+        return "pq" if isinstance(ivf, faiss.IndexIVFPQ) else "ivf"
+
+    @property
+    def nprobe(self) -> int:
+        return 0 if self.is_exact() else int(faiss.extract_index_ivf(self.index).nprobe)
+
+    @property
+    def ef_search(self) -> int:
+        hnsw = self._hnsw()
+        return int(hnsw.hnsw.efSearch) if hnsw is not None else 0
+
+    def set_search(self, nprobe: int, ef_search: int, refine: int) -> None:
+        """Lists probed, the centroid graph's search depth (if it has one), the shortlist."""
+        faiss.extract_index_ivf(self.index).nprobe = nprobe
+        hnsw = self._hnsw()
+        if hnsw is not None and ef_search:
+            hnsw.hnsw.efSearch = ef_search
+        self.refine = refine
+        self._gpu_index = None
+
+    def _hnsw(self) -> faiss.IndexHNSW | None:
+        if self.is_exact():
+            return None
+        quantizer = faiss.downcast_index(faiss.extract_index_ivf(self.index).quantizer)
+        return quantizer if isinstance(quantizer, faiss.IndexHNSW) else None
 
     def ids(self) -> np.ndarray:
         """Every id in the index, ascending."""
@@ -134,13 +199,19 @@ class VectorStore:
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids):
+            self._writable()
             self.index.add_with_ids(np.ascontiguousarray(vectors, np.float32), ids.astype(np.int64))
             self._gpu_index = None
 
     def remove(self, ids: np.ndarray) -> None:
         if len(ids):
+            self._writable()
             self.index.remove_ids(faiss.IDSelectorBatch(ids.astype(np.int64)))
             self._gpu_index = None
+
+    def _writable(self) -> None:
+        if self.mapped:  # faiss aborts the process on a write to a mapped file
+            raise RuntimeError("a memory-mapped vector store is read-only")
 
     def search(
         self,
@@ -148,9 +219,11 @@ class VectorStore:
         k: int,
         allowed: np.ndarray | None = None,
         excluded: np.ndarray | None = None,
+        exact: Exact | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, ids) per query row, among `allowed` ids if given and never among
-        `excluded` ones; -1 ids pad. k come back whenever k ids pass."""
+        `excluded` ones; -1 ids pad. k come back whenever k ids pass. `exact` (sorted ids ->
+        their vectors) re-scores a PQ index's shortlist, so that scores are exact."""
         queries = np.ascontiguousarray(queries, np.float32)
         if allowed is not None and excluded is not None:
             allowed = np.setdiff1d(allowed, excluded)
@@ -168,7 +241,13 @@ class VectorStore:
             params = faiss.SearchParameters()
             params.sel = selector
             return self.index.search(queries, k, params=params)
-        return self._search_ivf(queries, k, selector, passing)
+        if not (self.refine and exact is not None):
+            return self._search_ivf(queries, k, selector, passing)
+        # Every passing id when a filter leaves few: re-scored exactly, the answer is exact.
+        narrow = selector is not None and passing <= SCAN_LIMIT
+        shortlist = max(k * self.refine, passing if narrow else 0)
+        _, ids = self._search_ivf(queries, shortlist, selector, passing)
+        return _rescore(queries, ids, exact, k)
 
     def _search_ivf(
         self, queries: np.ndarray, k: int, selector: faiss.IDSelector | None, passing: int
@@ -183,11 +262,30 @@ class VectorStore:
         if selector is None and nprobe == ivf.nprobe:
             scores, ids = self._search_index(k).search(queries, k)
         else:
-            scores, ids = _ivf_search(self.index, queries, k, selector, nprobe)
-        # The probed lists may hold fewer than k that pass: probe them all, which finds them.
-        if nprobe < ivf.nlist and (ids >= 0).sum(axis=1).min() < min(k, passing):
-            scores, ids = _ivf_search(self.index, queries, k, selector, ivf.nlist)
+            scores, ids = self._probe(queries, k, selector, nprobe)
+        # The probed lists may hold fewer than k that pass: probe more, up to all of them
+        # (which finds them), widening step by step: a shortlist a little longer than the lists
+        # probed must not cost a scan of every list.
+        while nprobe < ivf.nlist and (ids >= 0).sum(axis=1).min() < min(k, passing):
+            nprobe = min(ivf.nlist, nprobe * WIDEN)
+            scores, ids = self._probe(queries, k, selector, nprobe)
         return scores, ids
+
+    def _probe(
+        self, queries: np.ndarray, k: int, selector: faiss.IDSelector | None, nprobe: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Search `nprobe` lists; a centroid graph is searched at least that deep, or it finds
+        fewer lists than asked (and 'every list' would miss some)."""
+        params = faiss.SearchParametersIVF()
+        params.nprobe = nprobe
+        if selector is not None:
+            params.sel = selector
+        # Referenced by params: alive until the search ends. (faiss' stubs lack the class.)
+        graph = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
+        if (ef := self.ef_search) and nprobe > ef:
+            graph.efSearch = nprobe
+            params.quantizer_params = graph
+        return self.index.search(queries, k, params=params)
 
     def _search_index(self, k: int) -> faiss.Index:
         """A GPU copy when it pays (`gpu_worthwhile`), else the CPU index."""
@@ -214,12 +312,18 @@ class VectorStore:
             "trained_for": self.trained_for,
             "vectors": len(self),
             "bytes": path.stat().st_size,
+            "index_type": type(self.index).__name__,
+            "factory": self.factory,
+            "nprobe": self.nprobe,
+            "ef_search": self.ef_search,
+            "refine": self.refine,
+            "recall": self.recall,
         }
         atomic.write_text(record_path(directory, filename), json.dumps(record) + "\n")
         self.generation = generation
 
 
-def _read_record(directory: Path, filename: str, size: int) -> dict[str, int | None]:
+def read_record(directory: Path, filename: str, size: int) -> dict[str, object]:
     """The record of a vector file of `size` bytes; empty when missing or not about this file."""
     try:
         record = json.loads(record_path(directory, filename).read_text())
@@ -230,18 +334,34 @@ def _read_record(directory: Path, filename: str, size: int) -> dict[str, int | N
     return record
 
 
-def _ivf_search(
-    index: faiss.Index,
-    queries: np.ndarray,
-    k: int,
-    selector: faiss.IDSelector | None,
-    nprobe: int,
+def _mmap_flags(record: dict[str, object]) -> int:
+    """How to map a file: as flat codes when its record says so, else as an inverted file
+    (which maps the lists and reads anything else)."""
+    return MMAP_FLAT if record.get("index_type") in ("IndexIDMap2", "IndexIDMap") else MMAP_IVF
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def _rescore(
+    queries: np.ndarray, shortlist: np.ndarray, exact: Exact, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    params = faiss.SearchParametersIVF()
-    params.nprobe = nprobe
-    if selector is not None:
-        params.sel = selector
-    return index.search(queries, k, params=params)
+    """The top k of each row's shortlist by exact inner product (-1 ids pad, and stay last)."""
+    unique = np.unique(shortlist[shortlist >= 0])
+    scores = queries @ exact(unique).T if len(unique) else np.empty((len(queries), 0), np.float32)
+    where = np.searchsorted(unique, np.maximum(shortlist, 0)).clip(max=max(len(unique) - 1, 0))
+    rows = np.arange(len(queries))[:, None]
+    picked = scores[rows, where] if len(unique) else np.zeros(shortlist.shape, np.float32)
+    picked = np.where(shortlist >= 0, picked, -np.inf)
+    order = np.argsort(-picked, axis=1, kind="stable")[:, :k]
+    top_scores = np.take_along_axis(picked, order, axis=1)
+    top_ids = np.where(np.isfinite(top_scores), np.take_along_axis(shortlist, order, axis=1), -1)
+    if top_ids.shape[1] < k:
+        pad = ((0, 0), (0, k - top_ids.shape[1]))
+        top_scores = np.pad(top_scores, pad, constant_values=-np.inf)
+        top_ids = np.pad(top_ids, pad, constant_values=-1)
+    return top_scores.astype(np.float32), top_ids.astype(np.int64)
 
 
 def _ivf_ids(ivf: faiss.IndexIVF) -> np.ndarray:
@@ -257,12 +377,56 @@ def _ivf_ids(ivf: faiss.IndexIVF) -> np.ndarray:
     return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
 
 
-def outgrown(store: VectorStore, count: int) -> bool:
+def build_streaming(
+    ids: np.ndarray, dim: int, read: Exact, budget: int | None = None, chunk: int = BUILD_CHUNK
+) -> VectorStore:
+    """A store of the right kind for `ids` (ascending), reading their vectors `chunk` at a time
+    through `read`: trained on a sample, filled in chunks, then tuned on held-out queries."""
+    choice = choose_index(len(ids), dim, budget)
+    store = VectorStore.empty(dim, choice=choice)
+    if not store.index.is_trained:
+        sample = np.sort(
+            np.random.default_rng(0).choice(
+                ids, index_choice.training_size(choice, len(ids)), False
+            )
+        )
+        log.info("training %s on %d of %d vectors", choice.factory, len(sample), len(ids))
+        _fewer_iterations(store.index)
+        store.index.train(np.ascontiguousarray(read(sample), np.float32))
+        store.trained_for = len(ids)
+    for start in range(0, len(ids), chunk):
+        part = ids[start : start + chunk]
+        store.add(part, read(part))
+    if not store.is_exact() and len(store):
+        hnsw, refines = store._hnsw() is not None, choice.kind == "pq"
+        tuning = tune(store, choice.nlist, hnsw, refines, read, ids, chunk=chunk)
+        store.recall = tuning.recall
+    return store
+
+
+def _fewer_iterations(index: faiss.Index) -> None:
+    """Cap the k-means and OPQ rounds: on CPUs their defaults dominate the build."""
+    faiss.extract_index_ivf(index).cp.niter = TRAIN_ITERATIONS
+    if isinstance(index, faiss.IndexPreTransform):
+        chain = index.chain  # a SWIG vector, which faiss' stubs call a list
+        for n in range(chain.size()):  # type: ignore[attr-defined]
+            transform = faiss.downcast_VectorTransform(chain.at(n))  # type: ignore[attr-defined]
+            if isinstance(transform, faiss.OPQMatrix):
+                transform.niter = transform.niter_pq_0 = TRAIN_ITERATIONS
+                transform.max_train_points = PQ_TRAIN_POINTS
+    ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
+    if isinstance(ivf, faiss.IndexIVFPQ):  # its codebooks: 256 centres per sub-vector
+        ivf.pq.cp.niter = TRAIN_ITERATIONS
+        ivf.pq.cp.max_points_per_centroid = PQ_TRAIN_POINTS // 256
+
+
+def outgrown(store: VectorStore, count: int, budget: int | None = None) -> bool:
     """Whether `store` is the wrong kind of index for `count` vectors: exact where an inverted
-    file is due or the reverse, or an inverted file trained for a collection RETRAIN_FACTOR
-    times smaller or larger (or with a list count that far from today's choice)."""
-    wanted = choose_index(count)
-    if store.is_exact() != (wanted.nlist == 0):
+    file is due or the reverse, full vectors where only PQ codes fit the budget (or the reverse),
+    or an inverted file trained for a collection RETRAIN_FACTOR times smaller or larger (or
+    with a list count that far from today's choice)."""
+    wanted = choose_index(count, store.dim, budget)
+    if store.kind() != wanted.kind:
         return True
     if store.is_exact():
         return False
@@ -272,40 +436,48 @@ def outgrown(store: VectorStore, count: int) -> bool:
     return lists_off or not trained / RETRAIN_FACTOR < count < trained * RETRAIN_FACTOR
 
 
-def sync(store: VectorStore, catalog: Catalog) -> tuple[VectorStore, bool]:
+def sync(
+    store: VectorStore, catalog: Catalog, budget: int | None = None
+) -> tuple[VectorStore, bool]:
     """Make `store` hold exactly the catalog's live vectors; rebuild (and train) when it has
     outgrown its kind. For the indexer only: readers never train.
 
     Returns the (possibly new) store and whether it changed.
     """
     live = catalog.live_ids()
-    if outgrown(store, len(live)):
-        return rebuild(catalog, store.dim, live), True
+    if outgrown(store, len(live), budget):
+        return rebuild(catalog, store.dim, live, budget), True
     have = store.ids()
     extra = np.setdiff1d(have, live, assume_unique=True)
     missing = np.setdiff1d(live, have, assume_unique=True)
     store.remove(extra)
-    for start in range(0, len(missing), 50_000):
-        chunk = missing[start : start + 50_000]
+    for start in range(0, len(missing), BUILD_CHUNK):
+        chunk = missing[start : start + BUILD_CHUNK]
         store.add(chunk, catalog.vectors(chunk, store.dim))
     return store, bool(len(extra) or len(missing))
 
 
 def refresh(
-    directory: Path, catalog: Catalog, dim: int, store: VectorStore | None = None
+    directory: Path,
+    catalog: Catalog,
+    dim: int,
+    store: VectorStore | None = None,
+    budget: int | None = None,
 ) -> VectorStore:
     """Bring the index directory's vector file (or `store`, its copy in memory) in line with
     its catalog, saving it with the generation it now reflects if anything is new. Only for the
-    writer (it holds the index's lock: no commit can come between the generation and the rows)."""
+    writer (it holds the index's lock: no commit can come between the generation and the rows).
+    `budget`: the memory the index may take (default: a share of RAM)."""
     generation = catalog.generation()
     for target in (directory / VECTORS_FILE, record_path(directory, VECTORS_FILE)):
         atomic.remove_leftovers(target)  # from a save killed before its rename
-    store, changed = sync(store or VectorStore.load(directory, dim), catalog)
+    store = store or VectorStore.load(directory, dim, mmap=False)
+    store, changed = sync(store, catalog, budget)
     if changed or store.generation != generation or not (directory / VECTORS_FILE).exists():
         store.save(directory, generation=generation)
     return store
 
 
-def rebuild(catalog: Catalog, dim: int, live: np.ndarray) -> VectorStore:
-    """A fresh index of the right kind for the catalog's live vectors."""
-    return VectorStore.build(live, catalog.vectors(live, dim))
+def rebuild(catalog: Catalog, dim: int, live: np.ndarray, budget: int | None = None) -> VectorStore:
+    """A fresh index of the right kind for the catalog's live vectors, read in chunks."""
+    return build_streaming(live, dim, lambda ids: catalog.vectors(ids, dim), budget)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from indexer.store.catalog import ERROR
 from indexer.store.index_dir import model_record, open_existing
-from indexer.store.vector_store import VECTORS_FILE, VectorStore
+from indexer.store.vector_store import VECTORS_FILE, VectorStore, read_record
 
 
 @dataclass(frozen=True)
@@ -33,11 +33,13 @@ def index_status(directory: Path) -> dict[str, object]:
         embedder = json.loads(catalog.get_meta("embedder") or "null")  # the last run's
     finally:
         catalog.close()
-    vectors, index_type, vectors_generation = 0, None, None
+    vectors, index_type, vectors_generation, built = 0, None, None, None
     if (directory / VECTORS_FILE).exists() and record is not None:
-        store = VectorStore.load(directory, record.dim)
+        # Mapped, not read: a status of a 10M-image index should not load gigabytes.
+        store = VectorStore.load(directory, record.dim, mmap=True)
         vectors, index_type = len(store), type(store.index).__name__
         vectors_generation = store.generation
+        built = _vector_index(directory)
     return {
         "index": str(directory),
         "images": counts["images"],
@@ -45,6 +47,8 @@ def index_status(directory: Path) -> dict[str, object]:
         "offline": counts["offline"],
         "vectors": vectors,
         "index_type": index_type,
+        # How the index was chosen and tuned when it was last built (None: no record of it).
+        "vector_index": built,
         "roots": roots,
         "model": (
             {**record.identity.to_dict(), "dim": record.dim, "image_size": record.image_size}
@@ -60,6 +64,17 @@ def index_status(directory: Path) -> dict[str, object]:
         "generation": generation,
         "vectors_generation": vectors_generation,
     }
+
+
+def _vector_index(directory: Path) -> dict[str, object] | None:
+    """The factory string, trained size, search settings and build-time recall@10 recorded
+    beside the vector file, when the record describes it."""
+    size = (directory / VECTORS_FILE).stat().st_size
+    record = read_record(directory, VECTORS_FILE, size)
+    if not record:
+        return None
+    keys = ("factory", "trained_for", "nprobe", "ef_search", "refine", "recall")
+    return {key: record.get(key) for key in keys}
 
 
 def failed_files(directory: Path) -> list[FailedFile]:
