@@ -22,19 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer.distributed.ray_run import RaySettings, embed_on_ray, require_ray
+from indexer.distributed.worker import Embedded, WorkerModel
 from indexer.errors import BadInput, UnreadableImage, WeightsUnavailable
 from indexer.media import decode as decoding
 from indexer.media.decoder_version import decoder_version
 from indexer.media.discovery import FoundFile, WalkOptions, extension
 from indexer.media.exif import PhotoInfo
 from indexer.models.embedder import Embedder
-from indexer.models.loading import (
-    DEFAULT_MODEL,
-    PRECISIONS,
-    LoadedModel,
-    ModelSpec,
-    load_model,
-)
+from indexer.models.loading import DEFAULT_MODEL, PRECISIONS, ModelSpec
 from indexer.plan import Plan, Root, plan_run, resolve_roots
 from indexer.progress import Progress
 from indexer.store import vector_store
@@ -60,6 +56,8 @@ class IndexOptions:
     dry_run: bool = False
     retry_errors: bool = False  # retry every failed file, not only those of another decoder
     prune: bool = False  # delete the rows left offline under these roots
+    max_index_memory: int | None = None  # bytes the vector index may take (none: a share of RAM)
+    ray: str | None = None  # decode + embed on a Ray cluster: "local", "auto" or its address
 
 
 @dataclass
@@ -105,6 +103,8 @@ class _Job:
     decoded: decoding.Decoded | None = None
     error: str | None = None
     reuse: bool = False  # the vector comes from a byte-identical file
+    output: _Output | None = None  # embedded on a Ray actor, which read `info` too
+    info: PhotoInfo | None = None
 
     def output_in(self, found: dict[bytes, _Output]) -> _Output | None:
         """The vector and tokens `found` holds for this file's bytes, if any."""
@@ -120,6 +120,8 @@ def run_index(
         raise BadInput("--batch-size and --workers must be at least 1")
     if options.precision not in PRECISIONS:
         raise BadInput(f"unknown precision {options.precision!r}; use {', '.join(PRECISIONS)}")
+    if options.ray is not None:
+        require_ray()  # at once, not after the walk: without the extra, --ray cannot work
     with writer_lock(directory):
         catalog = Catalog.open(directory)
         try:
@@ -159,21 +161,15 @@ def _run(
     if jobs or record is not None:
         # The query towers before the first batch: searches work from the first commit on.
         identity = record.identity if record else spec.identity()
-        install_towers(directory, identity, lambda: _model_for_export(spec), progress)
+        install_towers(directory, identity, progress=progress)  # exported in a child process
     if jobs:
         _Embedding(catalog, spec, record, options, summary, progress).process(jobs)
     _settle(catalog, plan, options.prune, roots, summary)
     record = model_record(catalog)
     if record is not None:
-        vector_store.refresh(directory, catalog, record.dim)
+        vector_store.refresh(directory, catalog, record.dim, budget=options.max_index_memory)
     catalog.checkpoint()
     return summary
-
-
-def _model_for_export(spec: ModelSpec) -> LoadedModel:
-    """The model as the query towers are exported from: both towers, float32 weights (not
-    those rounded for indexing). Loaded before the indexing model, and dropped once exported."""
-    return load_model(spec, "fp32", "cpu")
 
 
 def _settle(
@@ -207,7 +203,11 @@ class _Embedding:
         self.options = options
         self.summary = summary
         self.progress = progress
-        self.image_size = record.image_size if record else _image_size(spec)
+        # Cropped or squashed as the model's own preprocess says; a hub model not in the cache
+        # yet is only known once loaded, and its photos wait for it (`_resize`).
+        self.image_input = spec.image_input()
+        known = self.image_input.size if self.image_input else _image_size(spec)
+        self.image_size = record.image_size if record else known
         self.known_hashes = catalog.live_hashes()
         self.claimed: set[bytes] = set()
         self.lock = threading.Lock()
@@ -216,6 +216,9 @@ class _Embedding:
         self._embedder: Embedder | None = None
 
     def process(self, jobs: list[_Job]) -> None:
+        if self.options.ray is not None:
+            self._process_on_ray(jobs, self.options.ray)
+            return
         pending: list[_Job] = []  # decoded, waiting for the model
         ready: list[_Job] = []  # reused or failed: written with the next commit
         waiting: list[_Job] = []  # same bytes as a file still being embedded this run
@@ -244,6 +247,54 @@ class _Embedding:
         if self.progress:
             self.progress(Progress("embedding", done, len(jobs), "img"))
 
+    def _process_on_ray(self, jobs: list[_Job], address: str) -> None:
+        """`process`, with decoding and embedding on a Ray cluster. Files are read and hashed
+        here first, so that reuse by content stays the driver's; what the cluster embeds
+        streams back and is committed batch by batch, as a local run commits it."""
+        with ThreadPoolExecutor(self.options.workers, thread_name_prefix="hash") as pool:
+            prepared = list(pool.map(self._prepare, jobs))
+        remote: list[_Job] = []  # to embed on the cluster
+        ready: list[_Job] = []  # reused or failed
+        waiting: list[_Job] = []  # same bytes as a file the cluster embeds
+        for job in prepared:
+            if job.error is None and not job.reuse:
+                remote.append(job)
+            elif job.reuse and job.content_hash in self.claimed:
+                waiting.append(job)
+            else:
+                ready.append(job)
+        step = 4 * self.options.batch_size
+        done = sum(self._commit([], ready[i : i + step]) for i in range(0, len(ready), step))
+        o = self.options
+        settings = RaySettings(address, self.spec, o.precision, o.device, self.image_size)
+        for model, batch in embed_on_ray([j.found.path for j in remote], settings, o.batch_size):
+            if self.summary.embedder is None:  # the first batch: the model the actors loaded
+                self._adopt(model)
+            embedded, failed = self._answered(remote, batch)
+            done += self._commit(embedded, failed)
+            for job in embedded:
+                job.output = None  # committed: the vectors can go
+            if self.progress:
+                self.progress(Progress("embedding", done, len(jobs), "img"))
+        done += self._commit([], waiting)  # their originals are committed now
+        if self.progress:
+            self.progress(Progress("embedding", done, len(jobs), "img"))
+
+    def _answered(self, remote: list[_Job], batch: list[Embedded]) -> tuple[list[_Job], list[_Job]]:
+        """The jobs a batch back from Ray answers: those embedded, and those that failed."""
+        embedded, failed = [], []
+        for result in batch:
+            job = remote[result.index]
+            if result.vector is None:
+                job.error = result.error
+                with self.lock:  # as `_decode`: files with these bytes must decode themselves
+                    self.claimed.discard(job.content_hash)
+                failed.append(job)
+            else:
+                job.output, job.info = (result.vector, result.tokens), result.info
+                embedded.append(job)
+        return embedded, failed
+
     def _prepared(self, pool: ThreadPoolExecutor, jobs: list[_Job]) -> Iterator[_Job]:
         """Jobs read, hashed and decoded by the pool, a bounded window ahead of the caller."""
         window = 4 * self.options.workers + self.options.batch_size
@@ -265,6 +316,8 @@ class _Embedding:
                 job.reuse = True
                 return job
             self.claimed.add(job.content_hash)
+            if self.options.ray is not None:
+                return job  # decoded and embedded on the cluster
             if self._model is None:  # the first file to embed: load the model meanwhile
                 self._model = self._loader.submit(self._load_model)
         self._decode(job, data)
@@ -283,11 +336,17 @@ class _Embedding:
 
     def _decode(self, job: _Job, data: bytes) -> None:
         try:
-            job.decoded = decoding.decode(data, extension(job.found.path), self.image_size)
+            job.decoded = decoding.decode(data, extension(job.found.path), self._resize())
         except UnreadableImage as e:
             job.error = str(e)
             with self.lock:
                 self.claimed.discard(job.content_hash)
+
+    def _resize(self) -> decoding.ImageInput:
+        if self.image_input is None:
+            self.loaded_model()  # a hub model's config is in the cache once it has loaded
+            self.image_input = self.spec.image_input() or decoding.ImageInput(self.image_size)
+        return self.image_input
 
     def _orphans(
         self, other: list[_Job], reusable: dict[bytes, _Output], embedded: list[_Job]
@@ -317,26 +376,40 @@ class _Embedding:
 
     def _load_model(self) -> Embedder:
         # Indexing reads the image tower alone; exporting the query towers (once per model and
-        # user) loads the whole model itself, in fp32 (`_model_for_export`).
+        # user) loads the whole model in fp32, in a child process (`install_towers`).
         embedder = open_image_embedder(self.spec, self.options.precision, self.options.device)
         if self.record is not None:
             check_model(self.catalog, embedder.identity)
         return embedder
 
+    def _adopt(self, model: Embedder | WorkerModel) -> None:
+        """Check and record the model the first batch is embedded with (here or on Ray)."""
+        check_model(self.catalog, model.identity)  # a model loaded on Ray is not checked yet
+        if model.image_size != self.image_size:
+            raise WeightsUnavailable(
+                f"{self.spec} takes {model.image_size}px input, its config said {self.image_size}px"
+            )
+        loaded = getattr(model, "loaded", None)  # a torch model here (not one on Ray)
+        if loaded is not None and loaded.image_input != self._resize():
+            raise WeightsUnavailable(
+                f"{self.spec} resizes photos as {loaded.image_input}, its config said "
+                f"{self._resize()}"
+            )
+        self.summary.embedder = {"precision": model.precision, "engine": model.engine}
+        self.catalog.set_meta("embedder", json.dumps(self.summary.embedder))
+        if self.record is None:
+            self.record = ModelRecord(model.identity, model.dim, model.image_size)
+            self.catalog.set_meta("model", self.record.to_json())
+
     def _embed(self, jobs: list[_Job]) -> list[_Output]:
+        here = [job for job in jobs if job.output is None]  # the others came back from Ray
+        outputs = iter(self._embed_here(here) if here else [])
+        return [job.output or next(outputs) for job in jobs]
+
+    def _embed_here(self, jobs: list[_Job]) -> list[_Output]:
         if self._embedder is None:
-            loaded = self.loaded_model()
-            if loaded.image_size != self.image_size:
-                raise WeightsUnavailable(
-                    f"{self.spec} takes {loaded.image_size}px input, its config said "
-                    f"{self.image_size}px"
-                )
-            self._embedder = loaded
-            self.summary.embedder = {"precision": loaded.precision, "engine": loaded.engine}
-            self.catalog.set_meta("embedder", json.dumps(self.summary.embedder))
-            if self.record is None:
-                self.record = ModelRecord(loaded.identity, loaded.dim, loaded.image_size)
-                self.catalog.set_meta("model", self.record.to_json())
+            self._embedder = self.loaded_model()
+            self._adopt(self._embedder)
         pixels = [j.decoded.pixels for j in jobs if j.decoded is not None]  # all, by the caller
         vectors, tokens = self._embedder.with_tokens(np.stack(pixels))
         return [(v, None if tokens is None else tokens[i]) for i, v in enumerate(vectors)]
@@ -357,6 +430,8 @@ class _Embedding:
         rows = [self._row(job, output) for job, output in zip(embedded, outputs, strict=True)]
         rows += [self._row(job, job.output_in(reusable)) for job in other]
         self.catalog.write_batch(rows, [j.replaces for j in embedded + other if j.replaces])
+        for job in embedded:
+            job.decoded = None  # committed: its pixels can go (a run holds every job to its end)
         with self.lock:
             self.known_hashes.update(reusable)
             self.claimed.difference_update(reusable)
@@ -375,7 +450,7 @@ class _Embedding:
         found, decoded = job.found, job.decoded
         vector, tokens = output if output is not None else (None, None)
         error = job.error
-        info = decoded.info if decoded else None
+        info = decoded.info if decoded else job.info
         if job.reuse and vector is not None and job.content_hash is not None:
             info = self._reused_info(job.content_hash)
         return NewImage(

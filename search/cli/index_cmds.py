@@ -14,6 +14,27 @@ from search.cli.progress import progress_reporter
 if TYPE_CHECKING:
     from indexer.pipeline import IndexSummary
 
+# One option with a value, as typer takes no option whose value may be left out: the values
+# are ray.init's own ("local" starts a cluster here, "auto" joins the one `ray start` runs).
+RayOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="ADDRESS",
+        help="Decode and embed on a Ray cluster: local (start one here), auto (the one "
+        "`ray start` runs here) or HOST:PORT / ray://HOST:PORT; needs photoseek[ray]",
+    ),
+]
+
+
+MaxIndexMemoryOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="SIZE",
+        help="Memory the vector index may take, e.g. 2G: beyond it PQ codes replace full "
+        "vectors [default: a quarter of this machine's RAM]",
+    ),
+]
+
 
 def register(app: typer.Typer) -> None:
     app.command("index")(index)
@@ -59,6 +80,8 @@ def index(
         str | None,
         typer.Option(help="Then fill this reranker's vision cache (hf:ORG/NAME or a folder)"),
     ] = None,
+    ray: RayOpt = None,
+    max_index_memory: MaxIndexMemoryOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -68,6 +91,7 @@ def index(
     from indexer.locations import index_dir as resolve_index
     from indexer.media.discovery import WalkOptions
     from indexer.pipeline import IndexOptions, run_index
+    from indexer.store.index_choice import parse_size
 
     options = IndexOptions(
         roots=tuple(paths or ()),
@@ -82,6 +106,8 @@ def index(
         dry_run=dry_run,
         retry_errors=retry_errors,
         prune=prune,
+        max_index_memory=parse_size(max_index_memory) if max_index_memory else None,
+        ray=ray,
     )
     directory = resolve_index(index_dir)
     with progress_reporter(quiet) as progress:
@@ -141,6 +167,8 @@ def status(index_dir: IndexOpt = None, json_out: JsonOpt = False) -> None:
     typer.echo(f"index    {info['index']}")
     typer.echo(f"model    {model.get('spec', '(none yet)')}")
     typer.echo(f"images   {info['images']}  (vectors: {info['vectors']}, {info['index_type']})")
+    if isinstance(built := info["vector_index"], dict) and built.get("factory"):
+        typer.echo(f"vectors  {_vector_index_line(built)}")
     typer.echo(f"errors   {info['errors']}")
     if isinstance(embedder := info["embedder"], dict):
         typer.echo(f"embedder {embedder['precision']} on {embedder['engine']} (last indexing run)")
@@ -149,6 +177,19 @@ def status(index_dir: IndexOpt = None, json_out: JsonOpt = False) -> None:
         typer.echo(f"rerank   {info['rerank_bytes_per_image']} bytes/image of ITM tokens")
     for root in roots:
         typer.echo(f"root     {root}")
+
+
+def _vector_index_line(built: dict[str, object]) -> str:
+    """`IVF4096,Flat trained on 1000000, nprobe 64, recall@10 0.962 at build`."""
+    if not built.get("nprobe"):
+        return f"{built['factory']} (exact search)"
+    line = f"{built['factory']} trained on {built['trained_for']}, nprobe {built['nprobe']}"
+    if built.get("ef_search"):
+        line += f", efSearch {built['ef_search']}"
+    if built.get("refine"):
+        line += f", exact re-scoring of {built['refine']}x k"
+    recall = built.get("recall")
+    return line + (f", recall@10 {recall:.3f} at build" if isinstance(recall, float) else "")
 
 
 def errors(index_dir: IndexOpt = None, json_out: JsonOpt = False) -> None:
