@@ -26,6 +26,7 @@ from indexer.locations import TOWERS_DIR, cache_dir
 from indexer.models.fingerprints import cache_key
 from indexer.models.loading import LoadedModel, ModelIdentity, current_identity
 from indexer.progress import Progress
+from indexer.towers.child_export import export_towers_in_child
 from indexer.towers.file_lock import exclusive_lock
 from indexer.towers.manifest import export_problem, write_manifest
 from indexer.towers.spec import FORMAT_VERSION
@@ -40,15 +41,20 @@ def cache_root() -> Path:
 def install_towers(
     directory: Path,
     identity: ModelIdentity,
-    load: Callable[[], LoadedModel],
+    load: Callable[[], LoadedModel] | None = None,
     progress: Callable[[Progress], None] | None = None,
 ) -> bool:
-    """Give the index its ONNX towers unless it has them whole; `load` is called only when
-    the cache has no intact export. The caller holds the index's write lock.
+    """Give the index its ONNX towers unless it has them whole, exporting them only when the
+    cache has no intact export: from `load()`'s model, or without `load` in a child process
+    that loads the model `identity.spec` names (so this process never holds the export's
+    peak memory). The caller holds the index's write lock.
 
     Returns whether anything was installed.
     """
     target = directory / TOWERS_DIR
+    # Left by a killed install (the caller's lock is ours): one killed between the swap and
+    # the rmtree leaves whole towers and the old ones beside them.
+    _remove_work(directory, TOWERS_DIR)
     if export_problem(target, checksums=False) is None:
         return False
     identity = current_identity(identity)  # caches key on whole-file fingerprints
@@ -57,8 +63,7 @@ def install_towers(
     with exclusive_lock(cache_root() / f"{key}.lock"):
         _remove_work(cache_root(), key)  # left by a killed process: the lock is ours now
         if export_problem(entry, checksums=True) is not None:
-            _export(entry, load, progress)
-        _remove_work(directory, TOWERS_DIR)
+            _export(entry, identity.spec, load, progress)
         staging = directory / f"{TOWERS_DIR}.new-{uuid.uuid4().hex}"
         shutil.copytree(entry, staging, copy_function=_link_or_copy)
     problem = export_problem(staging, checksums=False)
@@ -70,10 +75,28 @@ def install_towers(
 
 
 def _export(
-    entry: Path, load: Callable[[], LoadedModel], progress: Callable[[Progress], None] | None
+    entry: Path,
+    spec: str,
+    load: Callable[[], LoadedModel] | None,
+    progress: Callable[[Progress], None] | None,
 ) -> None:
     """Export the model's towers beside `entry`, give them their manifest, and rename them
     to `entry` (which the caller's lock keeps anyone else from reading meanwhile)."""
+    work = entry.with_name(f"{entry.name}.new-{uuid.uuid4().hex}")
+    try:
+        if load is None:
+            export_towers_in_child(spec, work, progress)
+        else:
+            _export_here(load, work, progress)
+        write_manifest(work)
+        _put_in_place(work, entry)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _export_here(
+    load: Callable[[], LoadedModel], work: Path, progress: Callable[[Progress], None] | None
+) -> None:
     from indexer.towers.export import export_towers  # imports torch: only when exporting
 
     if progress:  # loading the full model and exporting can take tens of seconds
@@ -81,13 +104,7 @@ def _export(
     loaded = load()
     if progress:
         progress(Progress("exporting", 1, 2, "steps", "exporting the query towers"))
-    work = entry.with_name(f"{entry.name}.new-{uuid.uuid4().hex}")
-    try:
-        export_towers(loaded.model, work, loaded.head, loaded.head_alpha, loaded.tokenizer)
-        write_manifest(work)
-        _put_in_place(work, entry)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    export_towers(loaded.model, work, loaded.head, loaded.head_alpha, loaded.tokenizer)
     if progress:
         progress(Progress("exporting", 2, 2, "steps"))
 

@@ -1,5 +1,7 @@
 """Installing towers from the per-user export cache: concurrent exporters, damaged caches and
-killed installs must never leave an index with broken or missing towers."""
+killed installs must never leave an index with broken or missing towers. Exports run in a
+child process: the indexer never holds an export's peak, and a child that fails or dies is
+one line and leaves nothing half-installed behind."""
 
 from __future__ import annotations
 
@@ -10,16 +12,20 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from helpers import REPO
+from helpers import REPO, TINY
+from indexer.errors import WeightsUnavailable
 from indexer.locations import TOWERS_DIR
 from indexer.models.embedder import embed_texts
 from indexer.models.loading import LoadedModel, ModelSpec, load_model
+from indexer.progress import Progress
+from indexer.towers.child_export import ExportFailed
 from indexer.towers.install import cache_root, install_towers
 from indexer.towers.spec import TOWERS_FILE, TowersSpec
 from search.encoders.towers import TextEncoder
@@ -182,3 +188,110 @@ def test_a_killed_install_never_leaves_an_index_without_towers(
         install_towers(index, tiny_loaded.identity, lambda: tiny_loaded)
         assert_towers_embed_like(index / TOWERS_DIR, tiny_loaded)
         assert leftovers(index) == [] and leftovers(cache_root()) == []
+
+
+def test_an_install_killed_after_its_swap_is_tidied_by_the_next(tiny_loaded, tmp_path):
+    """Killed between swapping the folders and deleting the old towers: the index's towers
+    are whole, and the next install (which has nothing to install) drops the old ones."""
+    index = tmp_path / "index"
+    install_towers(index, tiny_loaded.identity, lambda: tiny_loaded)
+    shutil.copytree(index / TOWERS_DIR, index / f"{TOWERS_DIR}.new-0123456789abcdef")
+    assert not install_towers(index, tiny_loaded.identity, lambda: tiny_loaded)
+    assert leftovers(index) == []
+
+
+# Both exports of a first index with the int8 engine, in a fresh interpreter; it reports how
+# far its own peak RSS grew (Linux: KiB) and whether it ever imported torch.
+PARENT_SCRIPT = """
+import resource, sys
+from pathlib import Path
+import onnxruntime  # the engine's own runtime: part of any int8 indexer
+from indexer.models.loading import ModelSpec
+from indexer.towers.image_engine import open_onnx_engine
+from indexer.towers.install import install_towers
+
+spec = ModelSpec.parse(sys.argv[1])
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+assert install_towers(Path(sys.argv[2]), spec.identity())
+engine = open_onnx_engine(spec, "int8")
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "open_clip", "onnx"))
+print(grown, heavy[:3], engine.dim)
+"""
+
+
+def test_towers_exported_in_a_child_embed_as_the_model(tiny_loaded, empty_cache, tmp_path):
+    steps: list[Progress] = []
+    assert install_towers(tmp_path / "index", tiny_loaded.identity, progress=steps.append)
+    assert_towers_embed_like(tmp_path / "index" / TOWERS_DIR, tiny_loaded)
+    assert [(s.stage, s.done, s.total) for s in steps] == [("exporting", i, 2) for i in range(3)]
+    assert leftovers(cache_root()) == [] and leftovers(tmp_path) == []
+
+
+def test_the_parent_never_holds_the_export(tiny_checkpoint, empty_cache, tmp_path):
+    """An in-process export imports torch, open_clip and onnx (~900 MB of RSS on their own)
+    before any weights: the parent of a child export grows by the engine's session alone."""
+    result = subprocess.run(
+        [sys.executable, "-c", PARENT_SCRIPT, tiny_checkpoint, str(tmp_path / "index")],
+        cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    grown, heavy, _ = result.stdout.split(" ", 2)
+    assert heavy == "[]", result.stdout
+    assert int(grown) < 150 * 1024, f"the parent's peak RSS grew by {grown} KiB"
+
+
+def test_a_child_error_is_typed_and_installs_nothing(empty_cache, tmp_path):
+    checkpoint = tmp_path / "broken.pt"
+    checkpoint.write_bytes(b"not a checkpoint" * 64)
+    spec = ModelSpec.parse(f"{TINY}:{checkpoint}")
+    with pytest.raises(WeightsUnavailable) as caught:
+        install_towers(tmp_path / "index", spec.identity())
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "index" / TOWERS_DIR).exists()
+    assert [p.name for p in cache_root().iterdir() if p.is_dir()] == []
+
+
+def _export_children() -> list[int]:
+    """This process's children that run an export."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == os.getpid() and b"indexer.towers.export_job" in command:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_killed_child_is_one_line_and_leaves_no_half_installed_cache(
+    tiny_loaded, empty_cache, tmp_path
+):
+    errors: list[BaseException] = []
+
+    def install() -> None:
+        try:
+            install_towers(tmp_path / "index", tiny_loaded.identity)
+        except BaseException as e:  # noqa: BLE001 - handed to the test's thread
+            errors.append(e)
+
+    worker = threading.Thread(target=install)
+    worker.start()
+    deadline = time.monotonic() + 120
+    while not (children := _export_children()):
+        assert worker.is_alive() and time.monotonic() < deadline, "no export child seen"
+        time.sleep(0.01)
+    os.kill(children[0], signal.SIGKILL)  # as the kernel's OOM killer would
+    worker.join(timeout=120)
+    (error,) = errors
+    assert isinstance(error, ExportFailed), error
+    assert "killed by SIGKILL" in str(error) and "\n" not in str(error)
+    assert not (tmp_path / "index" / TOWERS_DIR).exists()
+    assert [p.name for p in cache_root().iterdir() if p.is_dir()] == []
+    # the next install exports whole
+    assert install_towers(tmp_path / "index", tiny_loaded.identity)
+    assert_towers_embed_like(tmp_path / "index" / TOWERS_DIR, tiny_loaded)
