@@ -106,6 +106,10 @@ class Engine(Generic[CatalogT]):
     def close(self) -> None:
         self.catalog.close()
 
+    def encoders(self) -> tuple[TextEncoder | None, ImageEncoder | None, HeadScorer | None]:
+        """The query encoders made so far, for an engine reopened over the same towers."""
+        return self._text, self._image, self._head
+
     def __enter__(self) -> Engine:
         return self
 
@@ -140,7 +144,7 @@ class Engine(Generic[CatalogT]):
                 raise BadInput(f"cannot read query image {path.decode(errors='replace')}: "
                                f"{e.strerror}") from None  # fmt: skip
             try:
-                decoded = decoding.decode(data, extension(path), self.record.image_size)
+                decoded = decoding.decode(data, extension(path), self._image.image_input)
             except UnreadableImage as e:
                 raise BadInput(f"query image {path.decode(errors='replace')}: {e}") from None
             pixels.append(decoded.pixels)

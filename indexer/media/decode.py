@@ -25,7 +25,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
-from indexer.errors import UnreadableImage
+from indexer.errors import BadModelSpec, UnreadableImage
 from indexer.media.budget import full_decodes
 from indexer.media.discovery import RAW_EXTENSIONS
 from indexer.media.exif import PhotoInfo, orientation, photo_info, upright
@@ -67,6 +67,38 @@ _DECODE_ERRORS = (
 # 16-bit values to 8-bit, by the formula `to_rgb` always used: v * 255 / 65535, rounded down.
 _SIXTEEN_TO_EIGHT = (np.arange(65536, dtype=np.float64) * (255.0 / 65535.0)).astype(np.uint8)
 _T = TypeVar("_T")
+
+
+# open_clip's eval resize modes and interpolations that `model_input` implements.
+RESIZE_MODES = ("shortest", "squash")
+# How a centre crop's offset rounds: torchvision's (open_clip) or transformers' processors'.
+CROP_OFFSETS = ("round", "floor")
+_RESAMPLING = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """How a model's image tower wants a photo made square: open_clip's eval resize, as data."""
+
+    size: int  # the square side S
+    # "shortest": the short side resized to S, then centre-cropped; "squash": both sides to S,
+    # the aspect ratio given up (SigLIP, CLIPA, PE, DFN tags)
+    resize_mode: str = "shortest"
+    interpolation: str = "bicubic"  # or "bilinear"
+    crop_offset: str = "round"  # or "floor": transformers' processors crop a pixel earlier
+
+    def __post_init__(self) -> None:
+        if (
+            self.resize_mode not in RESIZE_MODES
+            or self.interpolation not in _RESAMPLING
+            or self.crop_offset not in CROP_OFFSETS
+        ):
+            raise BadModelSpec(
+                f"image resize {self.resize_mode!r} ({self.interpolation}, crop offset "
+                f"{self.crop_offset!r}) is not supported: photoseek only implements "
+                f"{' and '.join(RESIZE_MODES)}, {' or '.join(_RESAMPLING)}, with the crop "
+                f"offset {' or '.join(CROP_OFFSETS)}ed"
+            )
 
 
 @dataclass(frozen=True)
@@ -119,12 +151,14 @@ def _refuse_bombs_from_header(f: io.BufferedReader) -> None:
     _check_pixels(width, height)
 
 
-def decode(data: bytes, ext: str, size: int) -> Decoded:
-    """Decode a file's bytes (ext: lower-case extension) into `size`×`size` model input."""
+def decode(data: bytes, ext: str, size: int | ImageInput) -> Decoded:
+    """Decode a file's bytes (ext: lower-case extension) into `size`×`size` model input,
+    resized as `size` says (an int: the short side resized, then centre-cropped)."""
+    side = size.size if isinstance(size, ImageInput) else size
 
     def once(data: bytes) -> Decoded:
-        opened = _open_any(data, ext, size)
-        pixels, info = _finish(opened, size, lambda image: model_input(image, size))
+        opened = _open_any(data, ext, side)
+        pixels, info = _finish(opened, side, lambda image: model_input(image, size))
         return Decoded(pixels, info)
 
     return _repairing(once, data, ext)
@@ -319,19 +353,29 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def model_input(image: Image.Image, size: int) -> np.ndarray:
-    """Resize the shortest side to `size` (bicubic) and centre-crop: open_clip's eval transform.
+def model_input(image: Image.Image, size: int | ImageInput) -> np.ndarray:
+    """open_clip's eval transform: resize the shortest side to `size` and centre-crop, or (an
+    ImageInput that says so) squash the whole picture to `size`×`size`; bicubic unless bilinear.
 
+    torchvision's Resize on a PIL image is Pillow's resize, antialiased when shrinking, as here.
     Sizes and offsets round as torchvision's Resize and CenterCrop do, so the crop lands on the
     pixels the model saw in training (rounding the long side or flooring the offset moves it).
     """
+    shape = size if isinstance(size, ImageInput) else ImageInput(size)
+    size, resample = shape.size, _RESAMPLING[shape.interpolation]
+    if shape.resize_mode == "squash":
+        squashed = image.resize((size, size), resample, reducing_gap=3.0)
+        return np.asarray(squashed, dtype=np.uint8)
     width, height = image.size
     if width <= height:
         new = (size, int(size * height / width))
     else:
         new = (int(size * width / height), size)
-    resized = image.resize(new, Image.Resampling.BICUBIC, reducing_gap=3.0)
-    left, top = round((new[0] - size) / 2), round((new[1] - size) / 2)
+    resized = image.resize(new, resample, reducing_gap=3.0)
+    if shape.crop_offset == "floor":
+        left, top = (new[0] - size) // 2, (new[1] - size) // 2
+    else:
+        left, top = round((new[0] - size) / 2), round((new[1] - size) / 2)
     return np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 

@@ -8,6 +8,8 @@ loaded model. Accepted forms:
 - ``local-dir:DIR``    a folder with ``open_clip_config.json`` and weights (what ``train`` writes)
 - ``DIR``              the same, for an existing folder
 - ``hf-hub:ORG/NAME``  a Hugging Face repository in open_clip's layout
+- ``transformers:ORG/NAME`` or ``transformers:DIR`` (or a ``save_pretrained`` DIR): a
+  transformers dual encoder (CLIP, SigLIP, ALIGN, AltCLIP, Chinese-CLIP; ``hf_dual``)
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ from indexer.models.precision import resolve_precision
 if TYPE_CHECKING:
     import torch
 
+    from indexer.media.decode import ImageInput
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "ViT-B-32:laion2b_s34b_b79k"
@@ -77,7 +81,7 @@ class ModelIdentity:
 class ModelSpec:
     """A parsed --model value."""
 
-    kind: str  # "tag" | "file" | "local-dir" | "hf-hub"
+    kind: str  # "tag" | "file" | "local-dir" | "hf-hub" | "transformers"
     name: str  # architecture name, folder or hub id
     weights: str = ""  # tag or checkpoint path for kinds "tag" and "file"
 
@@ -90,13 +94,18 @@ class ModelSpec:
             return cls("local-dir", str(Path(text[len("local-dir:") :]).expanduser().resolve()))
         if text.startswith("hf-hub:"):
             return cls("hf-hub", text[len("hf-hub:") :])
+        from indexer.models import hf_dual_spec as hf
+
+        if text.startswith(hf.PREFIX):
+            return cls("transformers", hf.folder_source(text[len(hf.PREFIX) :]))
         if Path(text).expanduser().is_dir():
-            return cls("local-dir", str(Path(text).expanduser().resolve()))
+            folder = Path(text).expanduser().resolve()
+            return cls("transformers" if hf.is_model_folder(folder) else "local-dir", str(folder))
         name, sep, weights = text.partition(":")
         if not sep or not weights:
             raise BadModelSpec(
                 f"--model {text!r} names no weights: use NAME:TAG (e.g. {DEFAULT_MODEL}), "
-                "NAME:/path/to/checkpoint, local-dir:DIR or hf-hub:ORG/NAME"
+                "NAME:/path/to/checkpoint, local-dir:DIR, hf-hub:ORG/NAME or transformers:ORG/NAME"
             )
         candidate = Path(weights).expanduser()
         if candidate.suffix or os.sep in weights or candidate.exists():
@@ -104,7 +113,7 @@ class ModelSpec:
         return cls("tag", name, weights)
 
     def __str__(self) -> str:
-        if self.kind in ("local-dir", "hf-hub"):
+        if self.kind in ("local-dir", "hf-hub", "transformers"):
             return f"{self.kind}:{self.name}"
         return f"{self.name}:{self.weights}"
 
@@ -116,7 +125,7 @@ class ModelSpec:
                 return json.loads(path.read_text())["model_cfg"]
             except (OSError, ValueError, KeyError):
                 return None
-        if self.kind == "hf-hub":
+        if self.kind in ("hf-hub", "transformers"):
             return None
         for folder in (data_dir() / "model_configs", _open_clip_configs()):
             path = folder / f"{self.name}.json"
@@ -124,14 +133,38 @@ class ModelSpec:
                 return json.loads(path.read_text())
         return None
 
+    def image_input(self) -> ImageInput | None:
+        """How the model will want photos resized, known before it is loaded (so decoding can
+        start meanwhile); None where only the loaded model knows (a hub repository not in the
+        cache yet, or an unknown architecture)."""
+        from indexer.models.image_input import folder_input, known_input, preprocess_input
+
+        if self.kind == "transformers":
+            from indexer.models.hf_dual_spec import source_preprocess
+
+            cfg = source_preprocess(self.name)
+            return None if cfg is None else preprocess_input(cfg)
+        if self.kind in ("local-dir", "hf-hub"):
+            folder = self.name if self.kind == "local-dir" else hub_snapshot(self.name)
+            return None if folder is None else folder_input(folder)
+        config = self.config()
+        return None if config is None else known_input(config, _tag_preprocess(self) or {})
+
     def identity(self) -> ModelIdentity:
         """The model's identity without loading it: a checkpoint is hashed whole once per
         version of the file (then cached per user), and its first and last 4 MB sampled."""
         if self.kind == "tag":
             return ModelIdentity(str(self), self.name, self.weights)
-        if self.kind == "hf-hub":
+        if self.kind == "hf-hub" or (self.kind == "transformers" and not Path(self.name).is_dir()):
             return ModelIdentity(str(self), str(self), "hub")
-        checkpoint = Path(self.weights if self.kind == "file" else _dir_checkpoint(Path(self.name)))
+        if self.kind == "transformers":
+            from indexer.models.hf_dual_spec import weights_file
+
+            checkpoint = weights_file(Path(self.name))
+        else:
+            checkpoint = Path(
+                self.weights if self.kind == "file" else _dir_checkpoint(Path(self.name))
+            )
         return ModelIdentity(
             str(self),
             self.name,
@@ -169,6 +202,13 @@ class LoadedModel:
     head: Any = None  # the ITM head (indexer.itm_head.ItmHead) of a model folder that has one
     head_alpha: float = 1.0  # the head's weight of the ITC score in the fused rerank score
     has_text_tower: bool = True  # False: loaded with towers="image", the text side unusable
+
+    @property
+    def image_input(self) -> ImageInput:
+        """How photos are resized for this model (BadModelSpec if the decoder cannot)."""
+        from indexer.models.image_input import preprocess_input
+
+        return preprocess_input(self.model.visual.preprocess_cfg)
 
 
 def _open_clip_configs() -> Path:
@@ -213,8 +253,8 @@ def _tag_preprocess(spec: ModelSpec) -> dict[str, Any] | None:
 
 
 def _unavailable(spec: ModelSpec, why: str) -> WeightsUnavailable:
-    local = "local-dir:DIR"
-    if spec.kind != "hf-hub":
+    local = "transformers:DIR" if spec.kind == "transformers" else "local-dir:DIR"
+    if spec.kind not in ("hf-hub", "transformers"):
         local = f"{spec.name}:/path/to/open_clip_model.safetensors or {local}"
     return WeightsUnavailable(
         f"cannot load weights for {spec}: {why}; point --model at a local checkpoint ({local})"
@@ -225,6 +265,10 @@ def _create(spec: ModelSpec) -> tuple[Any, Any]:
     import open_clip
 
     register_configs()
+    if spec.kind == "transformers":
+        from indexer.models.hf_dual import load_hf_dual
+
+        return load_hf_dual(spec.name, local=Path(spec.name).is_dir() or hub_offline())
     if spec.kind == "local-dir":
         _dir_checkpoint(Path(spec.name))
         model = open_clip.create_model(f"local-dir:{spec.name}")

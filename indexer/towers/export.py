@@ -27,6 +27,7 @@ from open_clip.tokenizer import default_bpe
 
 from indexer.atomic import fsync_file, replacing, write_text
 from indexer.errors import BadModelSpec
+from indexer.models.image_input import preprocess_input
 from indexer.models.itm_head import ItmHead
 from indexer.models.text_forward import OpenClipModel, trimmable, trimmed_text_forward
 from indexer.towers.spec import (
@@ -78,6 +79,8 @@ def export_towers(
     head: ItmHead | None = None,
     alpha: float = 1.0,
     tokenizer: Any = None,
+    *,
+    owned: bool = False,
 ) -> Path:
     """Write both towers of an open_clip CLIP model, towers.json and the vocabulary to out_dir,
     and the model's ITM `head` (with its fused-score `alpha`) when it has one.
@@ -86,7 +89,9 @@ def export_towers(
     Hugging Face tokenizer (written as tokenizer.json), and may be None for CLIP's BPE.
 
     The caller's model is left as it was (device, dtype, train/eval): a float32 CPU copy is
-    exported. Tower files get fresh names and towers.json, replaced atomically and last, is
+    exported — unless the caller hands the model over (`owned`, an export process that loaded
+    it for this alone), which is then exported in place, saving a second copy of its weights.
+    Tower files get fresh names and towers.json, replaced atomically and last, is
     what points a reader at them, so readers see the old export or the new one, never a mix.
     Towers from earlier exports are then deleted. Returns the folder.
     """
@@ -94,7 +99,8 @@ def export_towers(
     image_cfg = _image_preprocess(model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    twin = copy.deepcopy(model).to(device="cpu", dtype=torch.float32).eval().requires_grad_(False)
+    twin = model if owned else copy.deepcopy(model)
+    twin = twin.to(device="cpu", dtype=torch.float32).eval().requires_grad_(False)
     tokens = side.examples
     pixels = torch.zeros(EXAMPLE_BATCH, 3, image_cfg.size, image_cfg.size)
     tag = uuid.uuid4().hex[:12]
@@ -129,31 +135,22 @@ def export_towers(
 def _image_preprocess(model: OpenClipModel) -> ImagePreprocess:
     """The model's eval image transform settings, with open_clip's defaults filled in.
 
-    Raises BadModelSpec unless the transform is the one ``indexer.decode.model_input``
+    Raises BadModelSpec unless the transform is one ``indexer.media.decode.model_input``
     implements, the only one index and query pixels are made with: a square input, the
-    shortest side resized bicubically, then centre-cropped.
+    shortest side resized and centre-cropped or the whole image squashed, bicubic or bilinear.
     """
     cfg = open_clip.get_model_preprocess_cfg(model)
-    size = cfg.get("size", 224)
-    height, width = (size, size) if isinstance(size, int) else size
+    resize = preprocess_input(cfg)
     mean = cfg.get("mean") or open_clip.OPENAI_DATASET_MEAN
     std = cfg.get("std") or open_clip.OPENAI_DATASET_STD
-    # "random" means bicubic at eval.
-    interpolation = "bilinear" if cfg.get("interpolation") == "bilinear" else "bicubic"
-    resize_mode = cfg.get("resize_mode") or "shortest"
-    if height != width or resize_mode != "shortest" or interpolation != "bicubic":
-        raise BadModelSpec(
-            f"the model's image transform ({height}x{width}, resize mode {resize_mode!r}, "
-            f"{interpolation}) is not supported: the indexer only implements a square input "
-            "with the shortest side resized bicubically, then centre-cropped"
-        )
     return ImagePreprocess(
-        size=int(height),
+        size=resize.size,
         mean=_per_channel(mean),
         std=_per_channel(std),
-        interpolation=interpolation,
-        resize_mode=resize_mode,
+        interpolation=resize.interpolation,
+        resize_mode=resize.resize_mode,
         fill_color=int(cfg.get("fill_color", 0)),
+        crop_offset=resize.crop_offset,
     )
 
 

@@ -23,14 +23,21 @@ LOGIT_OUTPUT = "logit"
 FORMAT_VERSION = 6
 TOKENIZER_FILE = "tokenizer.json"
 CLEANERS = ("lower", "whitespace", "canonicalize")  # open_clip's text cleaning functions
+NO_CLEANING = "none"  # a transformers model's tokenizer: its own normaliser is all there is
+# indexer.media.decode's resizes, spelled out here: a cold text query never imports Pillow.
+RESIZE_MODES = ("shortest", "squash")
+INTERPOLATIONS = ("bicubic", "bilinear")
+CROP_OFFSETS = ("round", "floor")
 
 
 @dataclass(frozen=True)
 class ImagePreprocess:
     """How the image tower wants its pixels: open_clip's eval transform, written as data.
 
-    Queries use ``size``, ``mean`` and ``std``; the rest records the model's transform, which
-    the export only accepts when it is what ``indexer.decode.model_input`` does.
+    Query images are resized as ``size``, ``resize_mode``, ``interpolation`` and
+    ``crop_offset`` say (by ``indexer.media.decode.model_input``, as the index's photos were),
+    then standardised with ``mean`` and ``std``; the export only accepts a transform that
+    function implements.
     """
 
     size: int  # square side S of the [S, S, 3] pixels
@@ -39,6 +46,7 @@ class ImagePreprocess:
     interpolation: str
     resize_mode: str
     fill_color: int
+    crop_offset: str = "round"  # "floor" for a transformers model's processor
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,7 @@ class HfTokenizerSpec:
     padded to the context length."""
 
     file: str
-    clean: str  # one of CLEANERS, applied before tokenizing
+    clean: str  # one of CLEANERS (or NO_CLEANING), applied before tokenizing
     pad_id: int
     pad_token: str
     padding_side: str  # "right" or "left"
@@ -146,12 +154,15 @@ class TowersSpec:
     def _check_choices(self, path: Path) -> None:
         """Refuse settings the query path does not know, naming the one that is wrong."""
         choices: list[tuple[str, object, tuple[str, ...]]] = [
-            ("score kind", self.score.kind, ("cosine", "sigmoid"))
+            ("score kind", self.score.kind, ("cosine", "sigmoid")),
+            ("image resize_mode", self.image.resize_mode, RESIZE_MODES),
+            ("image interpolation", self.image.interpolation, INTERPOLATIONS),
+            ("image crop_offset", self.image.crop_offset, CROP_OFFSETS),
         ]
         if self.tokenizer is not None:
             sides = ("right", "left")
             choices += [
-                ("tokenizer clean", self.tokenizer.clean, CLEANERS),
+                ("tokenizer clean", self.tokenizer.clean, (*CLEANERS, NO_CLEANING)),
                 ("tokenizer padding_side", self.tokenizer.padding_side, sides),
                 ("tokenizer truncation_side", self.tokenizer.truncation_side, sides),
             ]

@@ -86,9 +86,13 @@ def _hf_spec(tokenizer: Any) -> HfTokenizerSpec:
 
 
 def _clean_name(tokenizer: Any) -> str:
-    """The name of the cleaning function open_clip's tokenizer applies before tokenizing."""
+    """The name of the cleaning function open_clip's tokenizer applies before tokenizing
+    ("none" for a transformers model's tokenizer, which says so: `clean_name`)."""
     from open_clip import tokenizer as oc
 
+    named = getattr(tokenizer, "clean_name", None)
+    if isinstance(named, str):
+        return named
     clean = getattr(tokenizer, "clean_fn", None)
     if clean is None:  # SigLipTokenizer: canonicalize_text(basic_clean(text)), hard-wired
         return "canonicalize"

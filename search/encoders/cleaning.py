@@ -1,5 +1,6 @@
-"""open_clip's text cleaning before tokenizing ("lower", "whitespace", "canonicalize"), without
-torch or open_clip: a query must be cleaned exactly as the model's own tokenizer cleans it."""
+"""open_clip's text cleaning before tokenizing ("lower", "whitespace", "canonicalize"; "none" for
+a transformers model), without torch or open_clip: a query must be cleaned exactly as the
+model's own tokenizer cleans it."""
 
 from __future__ import annotations
 
@@ -40,4 +41,5 @@ CLEANERS: dict[str, Callable[[str], str]] = {
     "lower": _lower,
     "whitespace": _whitespace,
     "canonicalize": _canonicalize,
+    "none": str,  # a transformers model's tokenizer: its own normaliser is all the cleaning
 }
