@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from indexer.locations import TOWERS_DIR
 from indexer.locations import index_dir as resolve_index
+from indexer.store.catalog_url import sqlite_file
 
 if TYPE_CHECKING:
     from search.encoders.towers import HeadScorer, ImageEncoder, TextEncoder
@@ -47,6 +48,9 @@ def build_engine(
     knn: Knn | None = None,
     reranker: str | None = None,
     light: bool = False,
+    gpu: bool = False,
+    text_class: type[TextEncoder] | None = None,
+    reuse: Engine | None = None,
 ) -> Engine:
     """The engine over `index_dir` (default: $PHOTOSEEK_INDEX, else the XDG data folder).
 
@@ -54,10 +58,20 @@ def build_engine(
     `reranker`, a `--reranker` spec other than `head`, opens that pretrained reranker (with
     the index's calibration and vision cache) and hands it to the engine.
     `light`: read the catalog with the stdlib sqlite3 reader (`Engine.open`): for a query
-    without filters, which then never imports SQLAlchemy.
+    without filters, which then never imports SQLAlchemy (only for the directory's own SQLite
+    file: a catalog named by URL is read through SQLAlchemy).
+    `gpu`: searches may use a GPU copy of the index where it pays (`Engine.open`).
+    `text_class`: the text encoder to preload instead of `TextEncoder` (the server's
+    coalescing one).
+    `reuse`: an engine over the same exported towers, whose loaded encoders the new one takes
+    over instead of loading its own (the server reopening after a re-index).
     """
     directory = resolve_index(index_dir)
-    text, image, head = _start_loading(directory, preload or Preload())
+    light = light and sqlite_file(directory)  # the sqlite3 reader reads the directory's own file
+    if reuse is not None:
+        text, image, head = reuse.encoders()
+    else:
+        text, image, head = _start_loading(directory, preload or Preload(), text_class)
     from search.engine import Engine  # only now: these imports overlap the encoders' loading
 
     cross = None
@@ -67,7 +81,7 @@ def build_engine(
         cross = open_reranker(reranker, directory).reranker
     engine = Engine.open(
         directory, knn, text_encoder=text, image_encoder=image, head_scorer=head,
-        reranker=cross, light=light,
+        reranker=cross, light=light, gpu=gpu,
     )  # fmt: skip
     if model:
         from indexer.models.loading import ModelSpec
@@ -82,7 +96,7 @@ def build_engine(
 
 
 def _start_loading(
-    directory: Path, preload: Preload
+    directory: Path, preload: Preload, text_class: type[TextEncoder] | None = None
 ) -> tuple[TextEncoder | None, ImageEncoder | None, HeadScorer | None]:
     """The preloaded encoders, each loading in its own thread as soon as it is made."""
     towers = directory / TOWERS_DIR
@@ -90,7 +104,7 @@ def _start_loading(
         return None, None, None  # the engine names what is missing if a query needs it
     from search.encoders.towers import HeadScorer, ImageEncoder, TextEncoder
 
-    text = TextEncoder(towers).load_in_background() if preload.text else None
+    text = (text_class or TextEncoder)(towers).load_in_background() if preload.text else None
     image = ImageEncoder(towers).load_in_background() if preload.image else None
     head = HeadScorer(towers).load_in_background() if preload.head else None
     return text, image, head

@@ -28,6 +28,9 @@ def serve(
         list[str] | None, typer.Option(help="Allow this web origin to call the API (repeatable)")
     ] = None,
     open_page: Annotated[bool, typer.Option("--open", help="Open the page in a browser")] = False,
+    gpu: Annotated[
+        bool, typer.Option("--gpu", help="Search a GPU copy of the index where it pays (faiss-gpu)")
+    ] = False,
 ) -> None:
     """Serve a search page and JSON API (docs at /docs); prints `serving URL` when ready."""
     from search.server.config import ServerConfig, token_from_env
@@ -37,7 +40,7 @@ def serve(
     config = ServerConfig(
         index_dir=index_dir, host=host, port=port, token=token_from_env(token),
         reranker=reranker, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-        cors=tuple(cors or ()),
+        cors=tuple(cors or ()), gpu=gpu,
     ).checked()  # fmt: skip
     sock = bind(config)
     address = url(sock)

@@ -37,6 +37,8 @@ from search.encoders.tokenizer import ClipTokenizer
 if TYPE_CHECKING:
     import onnxruntime
 
+    from indexer.media.decode import ImageInput
+
 Loaded = TypeVar("Loaded")
 
 
@@ -88,9 +90,12 @@ Tokenize = Callable[[str | Sequence[str]], np.ndarray]
 class TextEncoder(_Tower["tuple[onnxruntime.InferenceSession, Tokenize]"]):
     """Embeds query text with the exported text tower: unit-length float32 rows."""
 
-    def __init__(self, folder: str | os.PathLike[str], batch_size: int = 64) -> None:
+    def __init__(
+        self, folder: str | os.PathLike[str], batch_size: int = 64, threads: int | None = None
+    ) -> None:
         super().__init__(folder, batch_size)
         self.score: ScoreSpec = self.spec.score  # how the model turns a cosine into a score
+        self.threads = threads  # onnxruntime's intra-op threads (`_open_session`)
 
     def _load(self) -> tuple[onnxruntime.InferenceSession, Tokenize]:
         hf = self.spec.tokenizer
@@ -103,7 +108,7 @@ class TextEncoder(_Tower["tuple[onnxruntime.InferenceSession, Tokenize]"]):
             from search.encoders.hf_tokenizer import HfTokenizer
 
             tokenizer = HfTokenizer(_existing(self.folder / hf.file), hf, self.spec.context_length)
-        return _open_session(_existing(self.folder / self.spec.text_file)), tokenizer
+        return _open_session(_existing(self.folder / self.spec.text_file), self.threads), tokenizer
 
     def encode(self, texts: str | Sequence[str]) -> np.ndarray:
         """Embeddings [len(texts), embed_dim], L2-normalised; a lone string is one text."""
@@ -175,10 +180,20 @@ class ImageEncoder(_Tower["onnxruntime.InferenceSession"]):
         super().__init__(folder, batch_size)
         self.image_size = self.spec.image.size
 
+    @property
+    def image_input(self) -> ImageInput:
+        """How query photos are resized for this tower (cropped or squashed): as the index's
+        photos were, so a photo searched for by itself meets its own vector."""
+        from indexer.media.decode import ImageInput  # Pillow: image queries only
+
+        image = self.spec.image
+        return ImageInput(image.size, image.resize_mode, image.interpolation, image.crop_offset)
+
     def encode(self, pixels: np.ndarray) -> np.ndarray:
         """Embeddings [B, embed_dim], L2-normalised, of uint8 RGB pixels [B, S, S, 3].
 
-        The pixels are ``indexer.decode.decode(...).pixels``, stacked, with S = image_size.
+        The pixels are ``indexer.media.decode.decode(data, ext, self.image_input).pixels``,
+        stacked, with S = image_size.
         """
         expected = (self.image_size, self.image_size, 3)
         if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[1:] != expected:
@@ -211,14 +226,18 @@ def _existing(path: Path) -> Path:
     return path
 
 
-def _open_session(path: Path) -> onnxruntime.InferenceSession:
-    """A CPU onnxruntime session for one tower, using every core for the one query in flight."""
+def _open_session(path: Path, threads: int | None = None) -> onnxruntime.InferenceSession:
+    """A CPU onnxruntime session for one tower, using every core for the one query in flight;
+    or `threads` for a process serving many queries at once, whose idle pool threads then
+    sleep instead of spinning on the cores the other requests need."""
     # Imported here so that commands which never encode don't pay for onnxruntime's import.
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = os.cpu_count() or 1
+    options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1
+    if threads is not None:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(
         str(path), sess_options=options, providers=["CPUExecutionProvider"]
     )

@@ -13,9 +13,10 @@ from fastapi.staticfiles import StaticFiles
 
 from search.server.config import ServerConfig
 from search.server.errors import AsciiJSON, install_handlers
+from search.server.explaining import Explainers
 from search.server.guards import TokenGuard, UploadCap
 from search.server.models import Error
-from search.server.routes import images, search, status
+from search.server.routes import explain, images, search, status
 from search.server.state import EngineHolder
 
 PAGE = resources.files("search.server") / "static"
@@ -25,7 +26,7 @@ ERRORS = {code: {"model": Error} for code in (400, 401, 404, 413, 503)}
 def create_app(config: ServerConfig, on_ready: Callable[[], None] | None = None) -> FastAPI:
     """The app over `config.index_dir`; `on_ready` runs once the engine is open."""
     config = config.checked()
-    holder = EngineHolder(config.index_dir)
+    holder = EngineHolder(config.index_dir, gpu=config.gpu)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -45,8 +46,9 @@ def create_app(config: ServerConfig, on_ready: Callable[[], None] | None = None)
         responses=ERRORS,  # type: ignore[arg-type]
     )
     app.state.config, app.state.holder = config, holder
+    app.state.explainers = Explainers()
     install_handlers(app)
-    for router in (search.router, images.router, status.router):
+    for router in (search.router, images.router, explain.router, status.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=str(PAGE)), name="static")
 

@@ -26,6 +26,7 @@ class ServerConfig:
     reranker: str = "itm"
     max_upload_bytes: int = DEFAULT_UPLOAD_BYTES
     cors: tuple[str, ...] = ()
+    gpu: bool = False  # searches may use a GPU copy of the index, where that pays
 
     def checked(self) -> ServerConfig:
         """This config, or a BadInput naming the one setting that makes it unsafe or invalid."""
@@ -42,6 +43,8 @@ class ServerConfig:
                 f"refusing to serve on {self.host} without a token: anyone on the network could "
                 f"read your photos; pass --token TOKEN (or set {TOKEN_ENV}), or bind 127.0.0.1"
             )
+        if self.gpu:
+            check_gpu()
         return self
 
     def token_matches(self, given: str | None) -> bool:
@@ -59,6 +62,19 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False  # a host name other than localhost may resolve to anything
+
+
+def check_gpu() -> None:
+    """BadInput unless FAISS here is a GPU build that sees a GPU: `--gpu` is refused at start,
+    not found out later as searches that quietly stay on the CPU."""
+    import faiss
+
+    gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    if gpus < 1:
+        raise BadInput(
+            "--gpu: FAISS sees no GPU here (a CPU-only FAISS build, or no GPU on this "
+            "machine); install faiss-gpu on a GPU machine, or drop --gpu"
+        )
 
 
 def token_from_env(token: str | None) -> str | None:

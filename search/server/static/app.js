@@ -88,14 +88,21 @@ function request(query, params) {
 }
 
 async function api(url, options = {}) {
+  return (await send(url, options)).json();
+}
+
+// A successful response (logging in first where the token is needed), or its one-line error.
+async function send(url, options = {}) {
   const response = await fetch(url, { credentials: "same-origin", ...options });
   if (response.status === 401) {
     await login();
-    return api(url, options);
+    return send(url, options);
   }
-  const body = await response.json().catch(() => ({ error: response.statusText }));
-  if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
-  return body;
+  if (!response.ok) {
+    const body = await response.json().catch(() => ({ error: response.statusText }));
+    throw new Error(body.error || `HTTP ${response.status}`);
+  }
+  return response;
 }
 
 function login() {
@@ -172,6 +179,7 @@ async function openViewer(result) {
   }));
   $("viewer-file").href = result.file;
   $("viewer-similar").onclick = () => findSimilar(result.id);
+  offerExplain(result);
   $("viewer-texts").replaceChildren();
   if (!$("viewer").open) $("viewer").showModal();
   try {
@@ -184,6 +192,36 @@ async function openViewer(result) {
   } catch (error) {
     $("viewer-texts").textContent = error.message;
   }
+}
+
+// The heatmap of where the text query matches, over the photo: a toggle on text searches.
+function offerExplain(result) {
+  const button = $("viewer-explain");
+  const text = current && current.kind === "text" ? current.params.get("q") : "";
+  button.hidden = !text;
+  button.setAttribute("aria-pressed", "false");
+  $("viewer-note").textContent = "";
+  $("viewer-note").classList.remove("error");
+  button.onclick = async () => {
+    const showing = button.getAttribute("aria-pressed") === "true";
+    if (showing) {
+      $("viewer-img").src = result.file;
+      button.setAttribute("aria-pressed", "false");
+      $("viewer-note").textContent = "";
+      return;
+    }
+    $("viewer-note").textContent = "explaining…";
+    try {
+      const url = `/api/images/${result.id}/explain?q=${encodeURIComponent(text)}`;
+      const picture = await (await send(url)).blob();
+      $("viewer-img").src = URL.createObjectURL(picture);
+      button.setAttribute("aria-pressed", "true");
+      $("viewer-note").textContent = `where “${text}” matches`;
+    } catch (error) {
+      $("viewer-note").textContent = error.message;
+      $("viewer-note").classList.add("error");
+    }
+  };
 }
 
 // -- search by an image: drop or paste --------------------------------------------------------

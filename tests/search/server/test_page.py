@@ -90,3 +90,45 @@ def keep_screenshot(shot: Path) -> None:
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
         (Path(folder) / shot.name).write_bytes(shot.read_bytes())
+
+
+def test_the_viewer_shows_where_the_query_matches(page, explaining_server, tmp_path):
+    page.goto(explaining_server.url + "?q=a+red+circle")
+    page.click("#grid .card:first-child img")
+    page.wait_for_selector("#viewer[open]")
+    file_src = page.eval_on_selector("#viewer-img", "i => i.src")
+    page.click("#viewer-explain")
+    page.wait_for_function(
+        "document.querySelector('#viewer-explain').getAttribute('aria-pressed') === 'true' && "
+        "document.querySelector('#viewer-img').src.startsWith('blob:') && "
+        "document.querySelector('#viewer-img').complete && "
+        "document.querySelector('#viewer-img').naturalWidth > 0"
+    )
+    assert "a red circle" in page.inner_text("#viewer-note")
+    shot = tmp_path / "explain.png"
+    page.screenshot(path=str(shot))
+    keep_screenshot(shot)
+    page.click("#viewer-explain")  # off again: the photo itself
+    page.wait_for_function(f"document.querySelector('#viewer-img').src === {file_src!r}")
+
+
+def test_explain_without_an_itm_head_says_why(page, server):
+    page.goto(server.url + "?q=photo")
+    page.click("#grid .card:first-child img")
+    page.wait_for_selector("#viewer[open]")
+    page.click("#viewer-explain")
+    page.wait_for_selector("#viewer-note.error")
+    assert "ITM head" in page.inner_text("#viewer-note")
+
+
+def test_explain_is_offered_on_text_searches_only(page, server):
+    page.goto(server.url + "?q=photo")
+    page.click("#grid .card:first-child img")
+    page.wait_for_selector("#viewer[open]")
+    assert page.is_visible("#viewer-explain")
+    page.click("#viewer-similar")
+    page.wait_for_function("new URLSearchParams(location.search).has('similar')")
+    page.wait_for_selector("#grid .card")
+    page.click("#grid .card:first-child img")
+    page.wait_for_selector("#viewer[open]")
+    assert not page.is_visible("#viewer-explain")
