@@ -26,18 +26,23 @@ def explain(
         str | None,
         typer.Option(help="A model folder with an ITM head [default: the index's model]"),
     ] = None,
-    layer: Annotated[int, typer.Option(help="The head's fusion layer to explain (0 = first)")] = 0,
+    reranker: Annotated[
+        str | None,
+        typer.Option(help="head (the model's ITM head), or a BLIP hf:ORG/NAME or folder"),
+    ] = None,
+    layer: Annotated[
+        int | None,
+        typer.Option(help="The cross-attention layer, 0 = first (default: head 0, BLIP 6)"),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Show where in IMAGE the TEXT matches: Grad-CAM on the ITM head's cross-attention."""
     from indexer.atomic import replacing
-    from search.tools.explain import explain as run_explain
-    from search.tools.explain import load_explainer, model_folder, read_photo
+    from search.tools.explain import explain_photo, read_photo
     from search.tools.heatmap import overlay_for
 
     data, ext = read_photo(image)
-    loaded = load_explainer(model_folder(index_dir, model))
-    explanation = run_explain(loaded, data, ext, text, layer)
+    explanation = explain_photo(data, ext, text, index_dir, model, reranker, layer)
     picture = overlay_for(data, ext, explanation.map_of(), explanation.geometry)
     with replacing(out) as tmp:
         picture.save(tmp, format="PNG")

@@ -13,6 +13,7 @@ from search.cli.output import display_path, fail, print_json, write_paths
 
 if TYPE_CHECKING:
     from search.hits import Hit
+    from search.query import Term
 
 
 def register(app: typer.Typer) -> None:
@@ -55,6 +56,7 @@ def search(
     paths: Annotated[bool, typer.Option("--paths", help="Print only paths, one per line")] = False,
     nul: Annotated[bool, typer.Option("-0", help="With --paths: NUL-separated")] = False,
     html: Annotated[Path | None, typer.Option(help="Write a page of results to FILE")] = None,
+    explain: Annotated[bool, typer.Option(help="With --html: map where the text matches")] = False,
     model: Annotated[
         str | None, typer.Option(help="Fail unless the index was built with this model")
     ] = None,
@@ -66,6 +68,8 @@ def search(
 
     if nul and not paths:
         raise fail("-0 goes with --paths")
+    if explain and html is None:
+        raise fail("--explain goes with --html")
     terms = parse_terms(query or [], image or [])
     if reranker is not None and not rerank:
         raise fail("--reranker goes with --rerank")
@@ -87,9 +91,7 @@ def search(
             terms, k=k, filters=filters, threshold=threshold, rerank_k=rerank_k if rerank else None
         )
     if html is not None:
-        from search.tools.render import write_html
-
-        write_html(html, "photoseek: " + " ".join(query or image or []), [("results", hits)])
+        _write_page(html, query or image or [], hits, terms if explain else None, index_dir, spec)
     if json_out:
         from search.tools.render import hit_json
 
@@ -98,6 +100,25 @@ def search(
         write_paths([hit.path for hit in hits], nul)
     elif html is None or sys.stdout.isatty():
         _print_table(hits)
+
+
+def _write_page(
+    path: Path,
+    words: list[str],
+    hits: list[Hit],
+    explained: list[Term] | None,
+    index_dir: Path | None,
+    reranker: str | None,
+) -> None:
+    """The --html page; with `explained` (--explain), each photo with its map over it."""
+    from search.tools.render import write_html
+
+    picture = None
+    if explained is not None:
+        from search.tools.explain_overlays import overlay_pictures
+
+        picture = overlay_pictures(explained, index_dir, reranker)
+    write_html(path, "photoseek: " + " ".join(words), [("results", hits)], picture)
 
 
 def _print_table(hits: list[Hit]) -> None:

@@ -10,12 +10,16 @@ centre mapped back into the upright photo's pixels.
 
 An index folder holds only the ONNX towers, which carry no gradients, so explaining needs the
 torch model: a model folder with an ITM head, named directly or through the index's record.
-Importing this module does not import torch; `explain` does.
+
+A BLIP reranker (`--reranker hf:ORG/NAME` or a folder) is explained the same way on its own
+ITM cross-attention (`search.rerank.blip_explain`); its processor resizes the whole upright
+photo to its square without cropping, so its maps cover the whole photo.
+Importing this module does not import torch; `explain` and `explain_blip` do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +33,7 @@ from indexer.models.model_files import HEAD_FILE
 
 if TYPE_CHECKING:
     from indexer.models.loading import LoadedModel
+    from search.rerank.blip import BlipScorer
 
 
 @dataclass(frozen=True)
@@ -166,3 +171,73 @@ def explain(loaded: LoadedModel, data: bytes, ext: str, text: str, layer: int) -
     info = decoded.info
     geometry = PhotoGeometry.centre_square(info.width, info.height, loaded.image_size)
     return Explanation(text, words, spans, result.maps, result.itm_logit, result.layer, geometry)
+
+
+def load_blip_explainer(spec: str) -> BlipScorer:
+    """The BLIP scorer a `--reranker` value names (`hf:ORG/NAME` or a folder), for
+    `explain_blip`; other kinds of reranker cannot be explained."""
+    from search.rerank.hf_loading import load, resolve
+
+    checkpoint = resolve(spec)
+    if checkpoint.model_type != "blip":
+        raise BadInput(
+            f"--reranker {spec}: explain knows the photoseek head and BLIP, "
+            f"not {checkpoint.model_type}"
+        )
+    scorer: BlipScorer = load(checkpoint)
+    return scorer
+
+
+def explain_blip(
+    scorer: BlipScorer, data: bytes, ext: str, text: str, layer: int | None = None
+) -> Explanation:
+    """Maps of where `text` matches the photo in `data` by a BLIP ITM model (`layer`: one of
+    its text encoder's layers; None: `blip_explain.default_layer`)."""
+    from search.rerank.blip_explain import blip_maps
+
+    # Decoded at full size: the upright photo's own pixels are where the peaks are given.
+    image = decoding.load_rgb(data, ext)
+    result = blip_maps(scorer, image, text, layer)
+    # The processor squashes the photo to its square, so the map covers the whole photo.
+    width, height = image.size
+    geometry = PhotoGeometry(width, height, (0.0, 0.0, float(width), float(height)))
+    return Explanation(
+        text, result.words, result.spans, result.maps, result.itm_logit, result.layer, geometry
+    )
+
+
+def explain_photo(
+    data: bytes,
+    ext: str,
+    text: str,
+    index_dir: Path | None = None,
+    model: str | None = None,
+    reranker: str | None = None,
+    layer: int | None = None,
+) -> Explanation:
+    """`explain` or `explain_blip` as `photoseek explain`'s options choose: `reranker` None or
+    "head" explains the head of `model_folder(index_dir, model)`, anything else a BLIP model."""
+    return explainer(index_dir, model, reranker)(data, ext, text, layer)
+
+
+Explainer = Callable[[bytes, str, str, "int | None"], Explanation]
+
+
+def explainer(
+    index_dir: Path | None = None, model: str | None = None, reranker: str | None = None
+) -> Explainer:
+    """A loaded model's explain function (data, ext, text, layer), for explaining many photos
+    (`search --html --explain`): the choice of `explain_photo`, loaded once."""
+    if reranker not in (None, "head"):
+        if model is not None:
+            raise BadInput("give --model or a BLIP --reranker, not both")
+        scorer = load_blip_explainer(reranker)
+        return lambda data, ext, text, layer: explain_blip(scorer, data, ext, text, layer)
+    from search.tools.gradcam import DEFAULT_LAYER
+
+    loaded = load_explainer(model_folder(index_dir, model))
+
+    def run(data: bytes, ext: str, text: str, layer: int | None) -> Explanation:
+        return explain(loaded, data, ext, text, DEFAULT_LAYER if layer is None else layer)
+
+    return run

@@ -11,14 +11,20 @@ import html
 import io
 import os
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from PIL import Image
 
 from indexer import atomic
 from search.hits import Hit
 from search.tools.thumbnails import thumbnail
 
 THUMBNAIL = 256  # px, longest side of the thumbnails embedded in HTML pages
+
+# The picture a card shows instead of the plain thumbnail (`search --html --explain`: the
+# explanation's overlay), or None for the thumbnail.
+Picture = Callable[[Hit], "Image.Image | None"]
 
 
 def hit_json(hit: Hit, rank: int) -> dict[str, object]:
@@ -38,15 +44,23 @@ def hit_json(hit: Hit, rank: int) -> dict[str, object]:
 def thumbnail_data_uri(path: bytes) -> str | None:
     """A small JPEG of the image as a data: URI, or None when the file cannot be read now."""
     image = thumbnail(path, THUMBNAIL)
-    if image is None:
-        return None
+    return None if image is None else jpeg_data_uri(image)
+
+
+def jpeg_data_uri(image: Image.Image) -> str:
+    """`image`, shrunk to fit `THUMBNAIL`, as a JPEG data: URI."""
+    image = image.copy()
+    image.thumbnail((THUMBNAIL, THUMBNAIL))
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=80)
     return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
 
 
-def html_page(title: str, sections: Sequence[tuple[str, Sequence[Hit]]]) -> str:
-    """A page with one grid of thumbnails per section (heading, hits); no external files."""
+def html_page(
+    title: str, sections: Sequence[tuple[str, Sequence[Hit]]], picture: Picture | None = None
+) -> str:
+    """A page with one grid of thumbnails per section (heading, hits); no external files.
+    With `picture`, each card shows what it gives for the hit where it gives one."""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
@@ -57,16 +71,17 @@ def html_page(title: str, sections: Sequence[tuple[str, Sequence[Hit]]]) -> str:
         if not hits:
             parts.append("<p class='none'>no results</p>")
         for rank, hit in enumerate(hits, 1):
-            parts.append(_card(rank, hit))
+            parts.append(_card(rank, hit, picture))
         parts.append("</div>")
     parts.append("</body></html>\n")
     return "".join(parts)
 
 
-def _card(rank: int, hit: Hit) -> str:
+def _card(rank: int, hit: Hit, pictures: Picture | None) -> str:
     shown = html.escape(hit.path.decode("utf-8", "backslashreplace"))
     href = "file://" + urllib.parse.quote(hit.path)
-    uri = thumbnail_data_uri(hit.path)
+    special = pictures(hit) if pictures is not None else None
+    uri = jpeg_data_uri(special) if special is not None else thumbnail_data_uri(hit.path)
     picture = f"<img src='{uri}' alt='{shown}'>" if uri else "<div class='missing'>?</div>"
     extra = "".join(
         f"<span>{html.escape(key)} {value:.3f}</span>" for key, value in hit.extra.items()
@@ -78,9 +93,14 @@ def _card(rank: int, hit: Hit) -> str:
     )
 
 
-def write_html(path: Path, title: str, sections: Sequence[tuple[str, Sequence[Hit]]]) -> None:
-    """Write the page atomically (`indexer.atomic`)."""
-    atomic.write_text(path, html_page(title, sections))
+def write_html(
+    path: Path,
+    title: str,
+    sections: Sequence[tuple[str, Sequence[Hit]]],
+    picture: Picture | None = None,
+) -> None:
+    """Write the page (`html_page`) atomically (`indexer.atomic`)."""
+    atomic.write_text(path, html_page(title, sections, picture))
 
 
 _CSS = (
