@@ -1,4 +1,5 @@
-"""`photoseek train` and `photoseek eval`: fit a dual encoder + ITM head, and measure it."""
+"""`photoseek train` and `photoseek eval`: fit a dual encoder + ITM head, or distil a teacher
+reranker into the index model's head, and measure either."""
 
 from __future__ import annotations
 
@@ -7,14 +8,24 @@ from typing import Annotated
 
 import typer
 
-from search.cli.options import JsonOpt, QuietOpt
-from search.cli.output import print_json
+from search.cli.options import IndexOpt, JsonOpt, QuietOpt
+from search.cli.output import fail, print_json
 from search.cli.progress import progress_reporter
 
 PairsOpt = Annotated[
-    Path,
+    Path | None,
     typer.Option("--pairs", help="JSONL ({image, caption[, negatives, group]}) or CSV "
                  "(image,caption); image paths relative to the file"),
+]  # fmt: skip
+TeacherOpt = Annotated[
+    str | None,
+    typer.Option("--teacher", help="A reranker SPEC to distil (hf:ORG/NAME, a save_pretrained "
+                 "folder, or a photoseek model folder with a head); needs --index"),
+]  # fmt: skip
+TextsOpt = Annotated[
+    Path | None,
+    typer.Option("--texts", help="Texts to score, one a line [default: the built-in photo "
+                 "vocabulary with its templates]"),
 ]  # fmt: skip
 
 
@@ -24,8 +35,8 @@ def register(app: typer.Typer) -> None:
 
 
 def train(
-    pairs: PairsOpt,
     out: Annotated[Path, typer.Option("--out", help="Model folder to write (resumes if present)")],
+    pairs: PairsOpt = None,
     model: Annotated[
         str | None,
         typer.Option(
@@ -33,6 +44,13 @@ def train(
             "[default: the tiny photoseek-shapes config, from scratch]"
         ),
     ] = None,  # fmt: skip
+    teacher: TeacherOpt = None,
+    index_dir: IndexOpt = None,
+    texts: TextsOpt = None,
+    budget_pairs: Annotated[
+        int | None, typer.Option(help="With --teacher: about this many (text, image) pairs")
+    ] = None,
+    loss: Annotated[str, typer.Option(help="With --teacher: bce or listwise")] = "listwise",
     epochs: Annotated[int, typer.Option(help="Passes over the pairs")] = 10,
     seed: Annotated[int, typer.Option(help="Same seed and data, same weights")] = 0,
     batch_size: Annotated[int, typer.Option(help="Pairs per step")] = 128,
@@ -43,7 +61,15 @@ def train(
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train the dual encoder and its ITM rerank head; OUT then works as --model OUT."""
+    """Train the dual encoder and its ITM rerank head on --pairs, or (--teacher) distil a
+    reranker into a head on the --index model's frozen towers; OUT then works as --model OUT."""
+    if teacher is not None:
+        if pairs is not None or model is not None:
+            raise fail("--teacher trains on the --index model: give no --pairs or --model")
+        _distil(teacher, index_dir, out, texts, budget_pairs, loss, epochs, seed, json_out, quiet)
+        return
+    if pairs is None:
+        raise fail("train needs --pairs FILE (or --teacher SPEC --index DIR)")
     from indexer.training.loop import train as run_training
     from indexer.training.pairs import read_pairs
 
@@ -75,22 +101,96 @@ def train(
                    f"(use it as --model {result.out_dir})", err=True)  # fmt: skip
 
 
+def _distil(
+    teacher: str, index_dir: Path | None, out: Path, texts: Path | None, budget: int | None,
+    loss: str, epochs: int, seed: int, json_out: bool, quiet: bool,
+) -> None:  # fmt: skip
+    """`train --teacher`: distil, then report the student folder and the stages' times."""
+    from indexer.errors import BadInput
+    from indexer.locations import index_dir as resolve_index
+    from indexer.training.distil import DistilOptions
+    from indexer.training.distil_losses import LOSSES
+    from search.distil.run import DistilSettings, distil
+
+    if loss not in LOSSES:
+        raise BadInput(f"--loss {loss!r}: choose one of {', '.join(LOSSES)}")
+    if budget is not None and budget < 1:
+        raise BadInput(f"--budget-pairs must be at least 1, got {budget}")
+    options = DistilOptions(loss=loss, epochs=epochs, seed=seed)
+    settings = DistilSettings(texts_file=texts, budget_pairs=budget, options=options)
+    with progress_reporter(quiet) as progress:
+        report = distil(resolve_index(index_dir), teacher, out, settings, progress)
+    result = report.result
+    summary = {
+        "out": str(result.out_dir), "epochs_run": result.epochs_run, "alpha": result.alpha,
+        "platt": list(result.platt), "texts": report.texts, "pairs": report.pairs,
+        "teacher_s": round(report.teacher_s, 3), "student_s": round(report.student_s, 3),
+        "skipped": result.skipped,
+    }  # fmt: skip
+    if json_out:
+        print_json(summary)
+    else:
+        typer.echo(f"distilled {teacher} on {report.pairs} pairs of {report.texts} texts into "
+                   f"{result.out_dir} (index with --model {result.out_dir})", err=True)  # fmt: skip
+
+
 def evaluate(
-    pairs: PairsOpt,
-    model: Annotated[Path, typer.Option("--model", help="A folder written by `photoseek train`")],
+    pairs: PairsOpt = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="A folder written by `photoseek train`")
+    ] = None,
+    teacher: Annotated[
+        str | None,
+        typer.Option(
+            "--teacher",
+            help="A reranker SPEC: report the --index head's agreement "
+            "with it (Spearman per text over its candidates, top-1)",
+        ),
+    ] = None,  # fmt: skip
+    index_dir: IndexOpt = None,
+    texts: TextsOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Text→image and image→text R@1/5/10, ITC alone and reranked by the ITM head."""
-    from indexer.training.evaluation import RERANK_KS, evaluate_pairs
+    """Text→image and image→text R@1/5/10 (--pairs, --model), ITC alone and reranked by the
+    ITM head; with --teacher, the index head's agreement with that reranker."""
+    if teacher is None and (pairs is None or model is None):
+        raise fail("eval needs --pairs FILE --model DIR, or --teacher SPEC (with --index)")
+    report: dict[str, object] = {}
+    if pairs is not None and model is not None:
+        report = _recalls(pairs, model, quiet)
+    if teacher is not None:
+        from indexer.locations import index_dir as resolve_index
+        from search.distil.agreement import index_agreement
+
+        with progress_reporter(quiet) as progress:
+            report["agreement"] = index_agreement(
+                resolve_index(index_dir), teacher, texts, progress=progress
+            )
+    if json_out:
+        print_json(report)
+        return
+    if "itc" in report:
+        _print_recalls(report)
+    if "agreement" in report:
+        agree = report["agreement"]
+        assert isinstance(agree, dict)
+        typer.echo(f"agreement with {teacher}: Spearman {agree['spearman']:.3f}, "
+                   f"top-1 {agree['top1']:.3f} over {agree['texts']} texts")  # fmt: skip
+
+
+def _recalls(pairs: Path, model: Path, quiet: bool) -> dict[str, object]:
+    from indexer.training.evaluation import evaluate_pairs
     from indexer.training.pairs import read_pairs
 
     rows = read_pairs(pairs)
     with progress_reporter(quiet) as progress:
-        report = evaluate_pairs(model, rows, progress)
-    if json_out:
-        print_json(report)
-        return
+        return evaluate_pairs(model, rows, progress)
+
+
+def _print_recalls(report: dict[str, object]) -> None:
+    from indexer.training.evaluation import RERANK_KS
+
     twin = report.get("twin_accuracy", {})
     # evaluate_pairs returns dict[str, object]: narrowed here until it returns a TypedDict
     assert isinstance(twin, dict)

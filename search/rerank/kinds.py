@@ -15,6 +15,7 @@ from indexer import atomic
 from search.rerank.cross_encoder import CrossEncoderReranker
 from search.rerank.fusion import Fusion
 from search.rerank.hf_loading import Checkpoint, load, resolve
+from search.rerank.photoseek_model import PhotoseekScorer, is_model_folder, resolve_folder
 from search.rerank.vision_cache import VisionCache
 
 RERANK_DIR = "rerank"
@@ -39,6 +40,8 @@ KINDS = (
     RerankerKind("bridgetower", "BridgeTowerForImageAndTextRetrieval",
                  ("BridgeTower/bridgetower-large-itm-mlm-itc",), False),
     RerankerKind("flava", "FlavaModel + its ITM head", ("facebook/flava-full",), False),
+    RerankerKind("photoseek", "a photoseek model folder's ITM head on its own towers (torch)",
+                 (), False),
 )  # fmt: skip
 
 
@@ -60,8 +63,12 @@ class Opened:
 
 def open_reranker(spec: str, index_dir: Path, cache_bytes: int | None = None) -> Opened:
     """The pretrained reranker `spec` names, with this index's calibration and vision cache."""
-    checkpoint = resolve(spec)
-    scorer = load(checkpoint)
+    if is_model_folder(spec):  # a photoseek model's head reads the files through its towers
+        checkpoint = resolve_folder(spec)
+        scorer = PhotoseekScorer(checkpoint.folder)
+    else:
+        checkpoint = resolve(spec)
+        scorer = load(checkpoint)
     cache = VisionCache(index_dir / RERANK_DIR / "vision" / checkpoint.fingerprint, cache_bytes)
     fusion = read_fusion(index_dir, checkpoint.fingerprint)
     return Opened(checkpoint, CrossEncoderReranker(scorer, fusion, cache))

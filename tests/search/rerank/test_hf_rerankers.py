@@ -199,4 +199,4 @@ def test_rerankers_lists_the_kinds():
     result = run("rerankers", "--json")
     assert result.returncode == 0, result.stderr
     kinds = [k["kind"] for k in json.loads(result.stdout)]
-    assert kinds == ["head", "blip", "vilt", "bridgetower", "flava"]
+    assert kinds == ["head", "blip", "vilt", "bridgetower", "flava", "photoseek"]
