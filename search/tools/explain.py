@@ -5,8 +5,9 @@ map over the image tower's patch grid per BPE token (`search.tools.gradcam` says
 computed), a word's map is the mean over its tokens, and the text's map the mean over all
 its words' tokens (as ALBEF grounds a phrase). The model sees the photo as the index does:
 upright after its EXIF orientation, shortest side resized to the tower's input and centre-
-cropped, so the maps cover that square (`PhotoGeometry.crop`) and a peak is a grid cell's
-centre mapped back into the upright photo's pixels.
+cropped (or, for a squash model, the whole photo resized to the square), so the maps cover
+that square (`PhotoGeometry.crop`) and a peak is a grid cell's centre mapped back into the
+upright photo's pixels.
 
 An index folder holds only the ONNX towers, which carry no gradients, so explaining needs the
 torch model: a model folder with an ITM head, named directly or through the index's record.
@@ -43,6 +44,18 @@ class PhotoGeometry:
     width: int
     height: int
     crop: tuple[float, float, float, float]
+
+    @classmethod
+    def seen_as(cls, width: int, height: int, resize: decoding.ImageInput) -> PhotoGeometry:
+        """What a model resizing photos as `resize` says saw of a `width` x `height` photo:
+        a squash model the whole photo, a cropping one its centre square."""
+        if resize.resize_mode == "squash":
+            return cls.whole(width, height)
+        return cls.centre_square(width, height, resize.size)
+
+    @classmethod
+    def whole(cls, width: int, height: int) -> PhotoGeometry:
+        return cls(width, height, (0.0, 0.0, float(width), float(height)))
 
     @classmethod
     def centre_square(cls, width: int, height: int, size: int) -> PhotoGeometry:
@@ -166,10 +179,10 @@ def explain(loaded: LoadedModel, data: bytes, ext: str, text: str, layer: int) -
     from search.tools.gradcam import token_maps, word_tokens
 
     ids, words, spans = word_tokens(loaded.tokenizer, text)
-    decoded = decoding.decode(data, ext, loaded.image_size)
+    resize = loaded.image_input  # cropped or squashed, as the model was indexed
+    decoded = decoding.decode(data, ext, resize)
     result = token_maps(loaded, decoded.pixels, ids, layer)
-    info = decoded.info
-    geometry = PhotoGeometry.centre_square(info.width, info.height, loaded.image_size)
+    geometry = PhotoGeometry.seen_as(decoded.info.width, decoded.info.height, resize)
     return Explanation(text, words, spans, result.maps, result.itm_logit, result.layer, geometry)
 
 
@@ -199,8 +212,7 @@ def explain_blip(
     image = decoding.load_rgb(data, ext)
     result = blip_maps(scorer, image, text, layer)
     # The processor squashes the photo to its square, so the map covers the whole photo.
-    width, height = image.size
-    geometry = PhotoGeometry(width, height, (0.0, 0.0, float(width), float(height)))
+    geometry = PhotoGeometry.whole(*image.size)
     return Explanation(
         text, result.words, result.spans, result.maps, result.itm_logit, result.layer, geometry
     )

@@ -187,3 +187,22 @@ def test_bench_pointing_game_runs_on_a_small_gallery() -> None:
     score, chance = (float(v) for v in match.groups())
     assert score * 8 == pytest.approx(round(score * 8))  # a count of the 8 objects
     assert 0.02 < chance < 0.3  # two boxes of 13-24 px sides in a 64 px image
+
+
+def test_a_squash_model_is_explained_over_the_whole_photo(tmp_path: Path) -> None:
+    """A model that squashes photos saw all of a wide photo: the map covers it whole, and the
+    pixels explained are the squashed ones (a cropping model's map differs)."""
+    wide = tmp_path / "wide.png"
+    render(SCENE, sample_layout(SCENE.relation, np.random.default_rng(5))).resize((128, 64)).save(
+        wide
+    )
+    cropping = load_explainer(str(DEMO_MODEL))
+    squashing = load_explainer(str(DEMO_MODEL))
+    squashing.model.visual.preprocess_cfg = {
+        **squashing.model.visual.preprocess_cfg,
+        "resize_mode": "squash",
+    }
+    cropped, squashed = (_explain(m, wide, SCENE.caption()) for m in (cropping, squashing))
+    assert cropped.geometry.crop == (32.0, 0.0, 96.0, 64.0)
+    assert squashed.geometry.crop == (0.0, 0.0, 128.0, 64.0)
+    assert not np.allclose(cropped.maps, squashed.maps)
