@@ -93,9 +93,7 @@ def search(
     if html is not None:
         _write_page(html, query or image or [], hits, terms if explain else None, index_dir, spec)
     if json_out:
-        from search.tools.render import hit_json
-
-        print_json([hit_json(hit, rank) for rank, hit in enumerate(hits, 1)])
+        print_json([hit.to_json(rank) for rank, hit in enumerate(hits, 1)])
     elif paths:
         write_paths([hit.path for hit in hits], nul)
     elif html is None or sys.stdout.isatty():

@@ -7,13 +7,12 @@ from collections.abc import Sequence
 
 from search.hits import Hit
 from search.server.models import Result
-from search.tools.render import hit_json
 
 
 def results(hits: Sequence[Hit], first_rank: int = 1) -> list[Result]:
     out = []
     for rank, hit in enumerate(hits, first_rank):
-        fields = hit_json(hit, rank)
+        fields = hit.to_json(rank)
         base = f"/api/images/{hit.id}"
         out.append(Result.model_validate({
             **fields, "thumbnail": f"{base}/thumbnail", "file": f"{base}/file",

@@ -1,15 +1,10 @@
-"""Search results in the forms users need next: JSON objects, and a self-contained HTML page.
-
-JSON paths are `os.fsdecode` strings (undecodable bytes become lone surrogates, written as
-`\\udcXX` escapes), so `os.fsencode(obj["path"])` gives back the exact bytes of any file name.
-"""
+"""Search results as a self-contained HTML page (their JSON shape is `Hit.to_json`)."""
 
 from __future__ import annotations
 
 import base64
 import html
 import io
-import os
 import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,20 +20,6 @@ THUMBNAIL = 256  # px, longest side of the thumbnails embedded in HTML pages
 # The picture a card shows instead of the plain thumbnail (`search --html --explain`: the
 # explanation's overlay), or None for the thumbnail.
 Picture = Callable[[Hit], "Image.Image | None"]
-
-
-def hit_json(hit: Hit, rank: int) -> dict[str, object]:
-    """The stable JSON shape of one result."""
-    return {
-        "rank": rank,
-        "path": os.fsdecode(hit.path),
-        "score": round(hit.score, 6),
-        "id": hit.id,
-        "width": hit.width,
-        "height": hit.height,
-        "taken_at": hit.taken_at,
-        **{k: v if isinstance(v, bool) else round(v, 6) for k, v in hit.extra.items()},
-    }
 
 
 def thumbnail_data_uri(path: bytes) -> str | None:

@@ -32,13 +32,13 @@ def test_the_light_engine_finds_what_the_full_one_finds(index):
             light.search(terms, filters=Filters(glob="*.png"))
 
 
-def test_a_cold_cli_query_imports_neither_sqlalchemy_nor_torch(index):
+def test_a_cold_cli_query_imports_neither_sqlalchemy_nor_torch_nor_pil(index):
     script = (
         "import os, sys\n"
         "exit_now = os._exit\n"
         "def report(code):\n"
         "    loaded = {m.split('.')[0] for m in sys.modules}\n"
-        "    heavy = {'sqlalchemy', 'torch', 'open_clip'} & loaded\n"
+        "    heavy = {'sqlalchemy', 'torch', 'open_clip', 'PIL'} & loaded\n"
         "    sys.stderr.write(f'heavy={sorted(heavy)}\\n')\n"
         "    exit_now(code)\n"
         "os._exit = report\n"
