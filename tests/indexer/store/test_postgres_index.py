@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -162,24 +163,18 @@ def test_searches_while_an_indexer_writes_a_postgres_catalog(tmp_path, tiny_chec
     deadline = time.monotonic() + 300
     try:
         while proc.poll() is None and time.monotonic() < deadline:
+            # The indexer is paused while the test searches and runs a moment between searches,
+            # so a fast indexer on an idle machine and slow searches on a loaded one still meet.
+            proc.send_signal(signal.SIGSTOP)
             try:
-                catalog = Catalog.open(index, read_only=True)
-            except PhotoseekError:  # not created or not migrated yet
-                time.sleep(0.05)
-                continue
-            before = set(catalog.live_ids().tolist())
-            catalog.close()
-            try:
-                engine = build_engine(index)
-            except PhotoseekError:  # the query towers are not installed yet
-                time.sleep(0.05)
-                continue
-            with engine:
-                hits = engine.search([Term(text="a photo")], k=total)
-                after = set(engine.catalog.live_ids().tolist())
-            ids = {h.id for h in hits}
-            assert before <= ids <= after, "a search sees what was committed before it began"
-            searches, seen = searches + 1, max(seen, len(ids))
+                found = _search_once(index, total)
+            finally:
+                proc.send_signal(signal.SIGCONT)
+            if found is not None:
+                before, ids, after = found
+                assert before <= ids <= after, "a search sees what was committed before it began"
+                searches, seen = searches + 1, max(seen, len(ids))
+            time.sleep(0.05)
         out, err = proc.communicate(timeout=300)
     finally:
         proc.kill()
@@ -188,6 +183,25 @@ def test_searches_while_an_indexer_writes_a_postgres_catalog(tmp_path, tiny_chec
     assert searches >= 3 and 0 < seen, "the run ended before the test could search it"
     with build_engine(index) as engine:
         assert len(engine.search([Term(text="a photo")], k=total)) == total
+
+
+def _search_once(index: Path, total: int) -> tuple[set[int], set[int], set[int]] | None:
+    """The ids live before a search, those it found, and those live after it; None while the
+    index is not searchable yet."""
+    try:
+        catalog = Catalog.open(index, read_only=True)
+    except PhotoseekError:  # not created or not migrated yet
+        return None
+    before = set(catalog.live_ids().tolist())
+    catalog.close()
+    try:
+        engine = build_engine(index)
+    except PhotoseekError:  # the query towers are not installed yet
+        return None
+    with engine:
+        hits = engine.search([Term(text="a photo")], k=total)
+        after = set(engine.catalog.live_ids().tolist())
+    return before, {h.id for h in hits}, after
 
 
 @pytest.mark.parametrize("option", [["--catalog", "pg://u@/db"], ["--catalog=pg://u@/db"]])
