@@ -117,6 +117,37 @@ def _index_process(root: Path, index: Path, model: str, url: str) -> subprocess.
     )  # fmt: skip
 
 
+def _rows_under(root: Path, folder: Path, url: str) -> int:
+    catalog = Catalog.open(folder, read_only=True, url=url)
+    try:
+        return sum(catalog.counts_under(os.fsencode(root.resolve())).values())
+    finally:
+        catalog.close()
+
+
+def _first_to_commit(procs: list[subprocess.Popen[bytes]], roots: list[Path], folder: Path,
+                     url: str) -> int:  # fmt: skip
+    """Which of the two indexers committed rows first."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        for i, root in enumerate(roots):
+            if _rows_under(root, folder, url) or procs[i].poll() is not None:
+                return i
+        time.sleep(0.02)
+    raise AssertionError("neither indexer committed a row")
+
+
+def _wait_for_rows(proc: subprocess.Popen[bytes], root: Path, folder: Path, url: str) -> None:
+    """Until `proc` has committed rows under `root`, for at most 20 s: the paused indexer may
+    have been stopped inside a commit, holding the row lock the other's commit needs, and then
+    only resuming it lets both go on (the test's overlap check still decides)."""
+    deadline = time.monotonic() + 20
+    while not _rows_under(root, folder, url) and proc.poll() is None:
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.02)
+
+
 def test_two_indexers_on_different_roots_write_one_catalog_at_once(
     tmp_path, tiny_checkpoint, pg_url, monkeypatch
 ):
@@ -132,6 +163,15 @@ def test_two_indexers_on_different_roots_write_one_catalog_at_once(
     procs = [
         _index_process(r, i, tiny_checkpoint, pg_url) for r, i in zip(roots, indexes, strict=True)
     ]
+    # Make the runs overlap whatever the machine's speed: the first to commit waits, paused,
+    # until the other has committed too (or for a bounded time).
+    first = _first_to_commit(procs, roots, tmp_path / "first", pg_url)
+    other = 1 - first
+    procs[first].send_signal(signal.SIGSTOP)
+    try:
+        _wait_for_rows(procs[other], roots[other], tmp_path / "first", pg_url)
+    finally:
+        procs[first].send_signal(signal.SIGCONT)
     outputs = [p.communicate(timeout=400) for p in procs]
     for proc, (out, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err.decode()
