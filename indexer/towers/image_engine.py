@@ -12,8 +12,9 @@ on a VNNI one (``bench/precision_bench.py``).
 The graph is exported and quantised once per model and user (ViT-B-32: 85 MB on disk) and
 cached under $XDG_CACHE_HOME/photoseek/image-engines; later runs open it in ~0.3 s without
 importing torch. The export and the quantisation each run in a child process: in one process
-they peaked at 2.7-2.9 GB RSS; apart, at 2.3 GB (export) and 1.6 GB (quantiser), while the
-indexer itself stays under 0.3 GB.
+they peaked at 2.7-2.9 GB RSS; apart, at 1.45 GB (export: weights written one at a time,
+`external_weights`) and 1.25 GB (quantiser, given the graph's path), while the indexer
+itself stays under 0.5 GB.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from indexer.errors import WeightsUnavailable
+from indexer.errors import BadModelSpec, WeightsUnavailable
 from indexer.locations import cache_dir
 from indexer.models.embedder import Embedder, ImageEmbedder
 from indexer.models.fingerprints import cache_key
+from indexer.models.hf_dual_spec import int8_refusal
 from indexer.models.loading import (
     LoadedModel,
     ModelIdentity,
@@ -126,12 +128,14 @@ def export_graph(loaded: LoadedModel, target: Path) -> dict[str, int | bool]:
 
 def quantise_graph(source: Path, target: Path) -> None:
     """Quantise the fp32 graph `source` to int8 in `target` (a child's job: no torch)."""
-    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    # The graph's path, not the graph: given a loaded graph, the quantiser copies it and saves
+    # and reloads the copy (three sets of fp32 weights in memory at once); from a path it
+    # infers shapes on the file and loads it once.
     with root_log_filtered(_QuantiserNotes()):
         quantize_dynamic(
-            onnx.load(source),
+            source,
             target,
             weight_type=QuantType.QInt8,
             per_channel=True,
@@ -230,9 +234,17 @@ def open_image_embedder(
     spec: ModelSpec, precision: str = "auto", device: str | None = None
 ) -> Embedder:
     """The indexer's image embedder: int8 on ONNX Runtime where `precision` (auto: from what
-    the CPU has) says int8, else the torch tower in that precision."""
+    the CPU has) says int8, else the torch tower in that precision. A model family the int8
+    engine does not serve well (`hf_dual_spec.int8_refusal`) gets fp32 under auto, and an
+    explicit int8 is refused."""
     device = device or _device_without_torch() or default_device()
     chosen = resolve_precision(precision, device, int8=True)
+    refused = int8_refusal(spec.name) if chosen == "int8" and spec.kind == "transformers" else None
+    if refused is not None:
+        if precision == "int8":
+            raise BadModelSpec(f"{spec}: no int8 engine: {refused}; use --precision fp32 or bf16")
+        log.info("%s: indexing in fp32, not int8: %s", spec, refused)
+        chosen = "fp32"
     if chosen == "int8":
         return open_onnx_engine(spec, "int8")
     return ImageEmbedder(load_model(spec, chosen, device, "image"))
