@@ -48,6 +48,7 @@ def build_engine(
     knn: Knn | None = None,
     reranker: str | None = None,
     light: bool = False,
+    once: bool = False,
     gpu: bool = False,
     text_class: type[TextEncoder] | None = None,
     reuse: Engine | None = None,
@@ -60,6 +61,9 @@ def build_engine(
     `light`: read the catalog with the stdlib sqlite3 reader (`Engine.open`): for a query
     without filters, which then never imports SQLAlchemy (only for the directory's own SQLite
     file: a catalog named by URL is read through SQLAlchemy).
+    `once`: the process answers one query and exits (the CLI): the text tower skips start-up
+    work that pays only over many queries (`TextEncoder.once`), and a Flat vector file is
+    scanned with numpy, never importing faiss (`Engine.open`).
     `gpu`: searches may use a GPU copy of the index where it pays (`Engine.open`).
     `text_class`: the text encoder to preload instead of `TextEncoder` (the server's
     coalescing one).
@@ -71,7 +75,7 @@ def build_engine(
     if reuse is not None:
         text, image, head = reuse.encoders()
     else:
-        text, image, head = _start_loading(directory, preload or Preload(), text_class)
+        text, image, head = _start_loading(directory, preload or Preload(), text_class, once)
     from search.engine import Engine  # only now: these imports overlap the encoders' loading
 
     cross = None
@@ -81,7 +85,7 @@ def build_engine(
         cross = open_reranker(reranker, directory).reranker
     engine = Engine.open(
         directory, knn, text_encoder=text, image_encoder=image, head_scorer=head,
-        reranker=cross, light=light, gpu=gpu,
+        reranker=cross, light=light, once=once, gpu=gpu,
     )  # fmt: skip
     if model:
         from indexer.models.loading import ModelSpec
@@ -96,15 +100,22 @@ def build_engine(
 
 
 def _start_loading(
-    directory: Path, preload: Preload, text_class: type[TextEncoder] | None = None
+    directory: Path,
+    preload: Preload,
+    text_class: type[TextEncoder] | None = None,
+    once: bool = False,
 ) -> tuple[TextEncoder | None, ImageEncoder | None, HeadScorer | None]:
-    """The preloaded encoders, each loading in its own thread as soon as it is made."""
+    """The preloaded encoders, each loading in its own thread as soon as it is made (`once`:
+    see `build_engine`)."""
     towers = directory / TOWERS_DIR
     if not (towers / "towers.json").is_file():
         return None, None, None  # the engine names what is missing if a query needs it
     from search.encoders.towers import HeadScorer, ImageEncoder, TextEncoder
 
-    text = (text_class or TextEncoder)(towers).load_in_background() if preload.text else None
+    text = (text_class or TextEncoder)(towers) if preload.text else None
+    if text is not None:
+        text.once = once  # before it starts loading
+        text.load_in_background()
     image = ImageEncoder(towers).load_in_background() if preload.image else None
     head = HeadScorer(towers).load_in_background() if preload.head else None
     return text, image, head

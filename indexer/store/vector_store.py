@@ -15,16 +15,30 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import faiss
 import numpy as np
 
 from indexer import atomic
 from indexer.store import index_choice
+from indexer.store.flat_scan import FlatVectors, read_flat, rescore, search_flat
 from indexer.store.index_choice import IndexChoice, available_memory, default_budget
 from indexer.store.index_tuning import Exact, tune
+from indexer.store.vector_record import read_record, record_path
 
 if TYPE_CHECKING:  # a query's reader must not pull SQLAlchemy in through this module
+    import faiss
+
     from indexer.store.catalog import Catalog
+
+
+class _Faiss:  # faiss, imported on first use: a cold query's Flat scan never pays its ~0.2 s
+    def __getattr__(self, name: str) -> object:
+        import faiss
+
+        return getattr(faiss, name)
+
+
+if not TYPE_CHECKING:
+    faiss = _Faiss()
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +58,6 @@ PQ_TRAIN_POINTS = 16_384
 # A file larger than this share of the memory available now is memory-mapped on load (pages
 # come from disk as searches touch them) rather than read whole.
 MMAP_SHARE = 0.5
-# faiss maps an inverted file's lists with one flag and flat codes with another, and refuses both
-# at once for an inverted file.
-MMAP_IVF = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
-MMAP_FLAT = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY
 # An inverted file is trained again once the collection is this many times larger (or smaller)
 # than what it was trained on: its lists then hold far more (or fewer) vectors than planned.
 RETRAIN_FACTOR = 4
@@ -72,11 +82,6 @@ def gpu_worthwhile(enabled: bool, count: int, k: int, gpus: int) -> bool:
     return enabled and gpus > 0 and count >= GPU_MIN_VECTORS and k <= GPU_MAX_K
 
 
-def record_path(directory: Path, filename: str) -> Path:
-    """The record beside a vector file: `vectors.faiss` -> `vectors.json`."""
-    return directory / Path(filename).with_suffix(".json").name
-
-
 class VectorStore:
     """A FAISS index with catalog ids, loaded from and saved to an index directory.
 
@@ -85,13 +90,19 @@ class VectorStore:
     copy (set by long-lived processes only; a cold CLI query would pay the copy every time).
     `refine`: a PQ index's shortlist of refine*k is re-scored with exact vectors when a search
     is given them. `recall`: recall@10 measured when it was tuned. A memory-mapped store is
-    read-only.
+    read-only, and so is one loaded as plain arrays (`load(scan=True)`), searched with numpy.
     """
 
     def __init__(
-        self, index: faiss.Index, dim: int, trained_for: int = 0, generation: int | None = None
+        self,
+        index: faiss.Index | None,
+        dim: int,
+        trained_for: int = 0,
+        generation: int | None = None,
+        flat: FlatVectors | None = None,
     ) -> None:
-        self.index = index
+        self._index = index
+        self.flat = flat  # a Flat file's arrays, searched without faiss
         self.dim = dim
         self.trained_for = trained_for
         self.generation = generation
@@ -123,10 +134,17 @@ class VectorStore:
 
     @classmethod
     def load(
-        cls, directory: Path, dim: int, filename: str = VECTORS_FILE, mmap: bool | None = None
+        cls,
+        directory: Path,
+        dim: int,
+        filename: str = VECTORS_FILE,
+        mmap: bool | None = None,
+        scan: bool = False,
     ) -> VectorStore:
         """The saved store, or an empty one. `mmap`: map the file instead of reading it (None:
-        when it is larger than MMAP_SHARE of the memory available now)."""
+        when it is larger than MMAP_SHARE of the memory available now). `scan`: read a Flat
+        file as plain arrays, searched with numpy, for a process that answers one query and
+        need not import faiss (any other file is read by faiss)."""
         path = directory / filename
         if not path.exists():
             return cls.empty(dim)
@@ -134,12 +152,14 @@ class VectorStore:
         if mmap is None:
             mmap = size > MMAP_SHARE * available_memory()
         record = read_record(directory, filename, size)
+        generation = record.get("generation")
+        generation = generation if isinstance(generation, int) else None
+        flat = read_flat(path, dim) if scan and not mmap else None  # mapped: faiss maps it
+        if flat is not None:
+            return cls(None, dim, len(flat.ids), generation, flat)
         index = faiss.read_index(str(path), _mmap_flags(record) if mmap else 0)
         trained_for = _int(record.get("trained_for")) or int(index.ntotal)
-        generation = record.get("generation")
-        store = cls(
-            index, index.d, trained_for, generation if isinstance(generation, int) else None
-        )
+        store = cls(index, index.d, trained_for, generation)
         store.mapped = mmap
         factory, recall = record.get("factory"), record.get("recall")
         store.factory = factory if isinstance(factory, str) else None
@@ -152,11 +172,20 @@ class VectorStore:
             )
         return store
 
+    @property
+    def index(self) -> faiss.Index:
+        """The faiss index; one loaded for a scan builds it from its arrays on first use."""
+        if self._index is None:
+            self._index = faiss.index_factory(self.dim, "IDMap2,Flat", faiss.METRIC_INNER_PRODUCT)
+            if self.flat is not None:
+                self._index.add_with_ids(self.flat.vectors, self.flat.ids)
+        return self._index
+
     def __len__(self) -> int:
-        return int(self.index.ntotal)
+        return len(self.flat.ids) if self.flat is not None else int(self.index.ntotal)
 
     def is_exact(self) -> bool:
-        return isinstance(self.index, faiss.IndexIDMap2 | faiss.IndexIDMap)
+        return self.flat is not None or isinstance(self.index, faiss.IndexIDMap2 | faiss.IndexIDMap)
 
     def kind(self) -> str:
         """flat, ivf or pq, as `IndexChoice.kind` names them."""
@@ -191,6 +220,8 @@ class VectorStore:
 
     def ids(self) -> np.ndarray:
         """Every id in the index, ascending."""
+        if self.flat is not None:
+            return np.sort(self.flat.ids)
         if isinstance(self.index, faiss.IndexIDMap2 | faiss.IndexIDMap):
             ids = faiss.vector_to_array(self.index.id_map)
         else:
@@ -212,6 +243,8 @@ class VectorStore:
     def _writable(self) -> None:
         if self.mapped:  # faiss aborts the process on a write to a mapped file
             raise RuntimeError("a memory-mapped vector store is read-only")
+        if self.flat is not None:
+            raise RuntimeError("a vector store loaded for a scan is read-only")
 
     def search(
         self,
@@ -225,6 +258,8 @@ class VectorStore:
         `excluded` ones; -1 ids pad. k come back whenever k ids pass. `exact` (sorted ids ->
         their vectors) re-scores a PQ index's shortlist, so that scores are exact."""
         queries = np.ascontiguousarray(queries, np.float32)
+        if self.flat is not None:
+            return search_flat(self.flat, queries, k, allowed, excluded)
         if allowed is not None and excluded is not None:
             allowed = np.setdiff1d(allowed, excluded)
         # Held in locals until the search returns: `params.sel` is only a C++ pointer to them.
@@ -247,7 +282,7 @@ class VectorStore:
         narrow = selector is not None and passing <= SCAN_LIMIT
         shortlist = max(k * self.refine, passing if narrow else 0)
         _, ids = self._search_ivf(queries, shortlist, selector, passing)
-        return _rescore(queries, ids, exact, k)
+        return rescore(queries, ids, exact, k)
 
     def _search_ivf(
         self, queries: np.ndarray, k: int, selector: faiss.IDSelector | None, passing: int
@@ -323,45 +358,17 @@ class VectorStore:
         self.generation = generation
 
 
-def read_record(directory: Path, filename: str, size: int) -> dict[str, object]:
-    """The record of a vector file of `size` bytes; empty when missing or not about this file."""
-    try:
-        record = json.loads(record_path(directory, filename).read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(record, dict) or record.get("bytes") != size:
-        return {}
-    return record
-
-
 def _mmap_flags(record: dict[str, object]) -> int:
     """How to map a file: as flat codes when its record says so, else as an inverted file
-    (which maps the lists and reads anything else)."""
-    return MMAP_FLAT if record.get("index_type") in ("IndexIDMap2", "IndexIDMap") else MMAP_IVF
+    (which maps the lists and reads anything else); faiss refuses both flags at once for an
+    inverted file."""
+    if record.get("index_type") in ("IndexIDMap2", "IndexIDMap"):
+        return faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY
+    return faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
 
 
 def _int(value: object) -> int:
     return value if isinstance(value, int) else 0
-
-
-def _rescore(
-    queries: np.ndarray, shortlist: np.ndarray, exact: Exact, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The top k of each row's shortlist by exact inner product (-1 ids pad, and stay last)."""
-    unique = np.unique(shortlist[shortlist >= 0])
-    scores = queries @ exact(unique).T if len(unique) else np.empty((len(queries), 0), np.float32)
-    where = np.searchsorted(unique, np.maximum(shortlist, 0)).clip(max=max(len(unique) - 1, 0))
-    rows = np.arange(len(queries))[:, None]
-    picked = scores[rows, where] if len(unique) else np.zeros(shortlist.shape, np.float32)
-    picked = np.where(shortlist >= 0, picked, -np.inf)
-    order = np.argsort(-picked, axis=1, kind="stable")[:, :k]
-    top_scores = np.take_along_axis(picked, order, axis=1)
-    top_ids = np.where(np.isfinite(top_scores), np.take_along_axis(shortlist, order, axis=1), -1)
-    if top_ids.shape[1] < k:
-        pad = ((0, 0), (0, k - top_ids.shape[1]))
-        top_scores = np.pad(top_scores, pad, constant_values=-np.inf)
-        top_ids = np.pad(top_ids, pad, constant_values=-1)
-    return top_scores.astype(np.float32), top_ids.astype(np.int64)
 
 
 def _ivf_ids(ivf: faiss.IndexIVF) -> np.ndarray:

@@ -29,6 +29,7 @@ from indexer.progress import Progress
 from indexer.towers.child_export import export_towers_in_child
 from indexer.towers.file_lock import exclusive_lock
 from indexer.towers.manifest import export_problem, write_manifest
+from indexer.towers.optimised import save_optimised
 from indexer.towers.spec import FORMAT_VERSION
 
 _WORK_MARKS = (".new-", ".old-", ".tmp-")  # folders being made or dropped (.tmp-: older versions)
@@ -49,13 +50,15 @@ def install_towers(
     that loads the model `identity.spec` names (so this process never holds the export's
     peak memory). The caller holds the index's write lock.
 
-    Returns whether anything was installed.
+    Then the text tower's optimised graph for cold queries (`save_optimised`), also into
+    towers installed before there was one. Returns whether towers were installed.
     """
     target = directory / TOWERS_DIR
     # Left by a killed install (the caller's lock is ours): one killed between the swap and
     # the rmtree leaves whole towers and the old ones beside them.
     _remove_work(directory, TOWERS_DIR)
     if export_problem(target, checksums=False) is None:
+        save_optimised(target)
         return False
     identity = current_identity(identity)  # caches key on whole-file fingerprints
     key = cache_key(FORMAT_VERSION, identity.architecture, identity.weights)
@@ -71,6 +74,7 @@ def install_towers(
         shutil.rmtree(staging, ignore_errors=True)
         raise OSError(f"copying the query towers into {directory} failed: {problem}")
     _put_in_place(staging, target)
+    save_optimised(target)
     return True
 
 

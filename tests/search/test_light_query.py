@@ -1,4 +1,5 @@
-"""A cold query without filters reads the catalog through sqlite3: same hits, no SQLAlchemy."""
+"""A cold query without filters reads the catalog through sqlite3 and scans a Flat vector file
+with numpy: same hits, no SQLAlchemy, no faiss."""
 
 from __future__ import annotations
 
@@ -32,13 +33,13 @@ def test_the_light_engine_finds_what_the_full_one_finds(index):
             light.search(terms, filters=Filters(glob="*.png"))
 
 
-def test_a_cold_cli_query_imports_neither_sqlalchemy_nor_torch_nor_pil(index):
+def test_a_cold_cli_query_imports_neither_sqlalchemy_nor_torch_nor_pil_nor_faiss(index):
     script = (
         "import os, sys\n"
         "exit_now = os._exit\n"
         "def report(code):\n"
         "    loaded = {m.split('.')[0] for m in sys.modules}\n"
-        "    heavy = {'sqlalchemy', 'torch', 'open_clip', 'PIL'} & loaded\n"
+        "    heavy = {'sqlalchemy', 'torch', 'open_clip', 'PIL', 'faiss'} & loaded\n"
         "    sys.stderr.write(f'heavy={sorted(heavy)}\\n')\n"
         "    exit_now(code)\n"
         "os._exit = report\n"
