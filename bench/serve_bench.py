@@ -5,9 +5,13 @@ setup; `--index DIR` uses another), one server process, N clients each on its ow
 connection sending `GET /api/search?q=…&k=10` back to back for S seconds:
 
     .venv/bin/python bench/serve_bench.py [--clients 50,10] [--seconds 30] [--index DIR]
+        [--serve=OPTION ...] [--out FILE]
 
 Reports errors, p50/p95/p99 latency and queries/s per client count (printed, and written to
-bench/out/serve_bench.json). Target: 0 errors; p95 ≤ 50 ms at 10 clients on a 2-core CPU.
+bench/out/serve_bench.json, or `--out`). Target: 0 errors; p95 ≤ 50 ms at 10 clients on a
+2-core CPU. As the clients share the server's cores, each run also reports the CPU the server
+and the clients spent per query, and how many cores other processes kept busy meanwhile: on a
+shared machine those CPU figures hold where the latencies do not.
 
 `--reindex` measures searching during a re-index instead: a scratch index of the benchmark's
 photos, then a real `photoseek index` of the folder grown by `--grow` mirrored copies while the
@@ -30,14 +34,14 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from lib import OUT_DIR
 from lib.cache import ARCH, DEFAULT_CACHE, IMAGE_EXTS, Paths
 from lib.peer import photoseek_bin
 from lib.tables import say, table, write_json
-from lib.timing import run_child
+from lib.timing import machine_busy_s, own_cpu_s, run_child
 from PIL import Image
 
 OUT_FILE = OUT_DIR / "serve_bench.json"
@@ -73,10 +77,12 @@ def query_pool(seed: int = 0) -> list[str]:
     return texts
 
 
-def start_server(index: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], str, int]:
-    """`photoseek serve --port 0` on `index`: (process, host, port) once it is ready."""
+def start_server(
+    index: Path, env: dict[str, str], options: Sequence[str] = ()
+) -> tuple[subprocess.Popen[str], str, int]:
+    """`photoseek serve --port 0 [options]` on `index`: (process, host, port) once it is ready."""
     process = subprocess.Popen(
-        [photoseek_bin(), "serve", "--index", str(index), "--port", "0"],
+        [photoseek_bin(), "serve", "--index", str(index), "--port", "0", *options],
         stdout=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     assert process.stdout is not None
@@ -89,14 +95,19 @@ def start_server(index: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str
 
 
 def client(
-    host: str, port: int, going: Going, queries: Iterator[str], out: list[float], errors: list[str]
-) -> None:
-    """One client: queries back to back on one connection while `going()`; latencies in ms."""
+    host: str, port: int, going: Going, queries: Iterator[str], out: list[float], errors: list[str],
+    connects: list[int],
+) -> None:  # fmt: skip
+    """One client: queries back to back on one keep-alive connection while `going()`;
+    latencies in ms, and every connection it had to open counted in `connects`."""
     conn = http.client.HTTPConnection(host, port, timeout=30)
     while going():
         path = "/api/search?" + urllib.parse.urlencode({"q": next(queries), "k": 10})
         started = time.perf_counter()
         try:
+            if conn.sock is None:  # the first request, or the server closed the last one
+                conn.connect()
+                connects.append(1)
             conn.request("GET", path)
             response = conn.getresponse()
             response.read()
@@ -112,39 +123,64 @@ def client(
     conn.close()
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds process `pid` has used (from /proc; 0 where unavailable)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def load(
     host: str, port: int, clients: int, seconds: float, queries: Iterator[str],
-    going: Going | None = None,
+    going: Going | None = None, server_pid: int | None = None,
 ) -> dict:  # fmt: skip
     """`clients` concurrent clients for `seconds` (or while `going()`), taking turns at
-    `queries`: errors, latency percentiles, queries/s."""
+    `queries`: errors, latency percentiles, queries/s, and the CPU the clients (this process)
+    and the server (`server_pid`) spent per query."""
     until = time.perf_counter() + seconds
     going = going or (lambda: time.perf_counter() < until)
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors: list[str] = []
-    threads = [threading.Thread(target=client, args=(host, port, going, queries, latencies[i],
-                                                     errors)) for i in range(clients)]  # fmt: skip
+    connects: list[int] = []
+    threads = [
+        threading.Thread(target=client, args=(host, port, going, queries, one, errors, connects))
+        for one in latencies
+    ]
+    server_cpu = process_cpu_s(server_pid) if server_pid else 0.0
+    client_cpu, busy = own_cpu_s(), machine_busy_s()
     started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
+    client_cpu, busy = own_cpu_s() - client_cpu, machine_busy_s() - busy
+    server_cpu = process_cpu_s(server_pid) - server_cpu if server_pid else 0.0
     every = sorted(ms for one in latencies for ms in one)
     cuts = statistics.quantiles(every, n=100) if len(every) > 1 else [float("nan")] * 99
+    per_query = 1000 / max(len(every), 1)
     return {
         "clients": clients, "seconds": round(elapsed, 1), "queries": len(every),
-        "errors": len(errors), "error_kinds": sorted(set(errors)),
+        "errors": len(errors), "error_kinds": sorted(set(errors)), "connections": len(connects),
         "p50_ms": round(cuts[49], 1), "p95_ms": round(cuts[94], 1), "p99_ms": round(cuts[98], 1),
         "qps": round(len(every) / elapsed, 1),
+        "server_cpu_ms_per_query": round(server_cpu * per_query, 2) if server_pid else None,
+        "client_cpu_ms_per_query": round(client_cpu * per_query, 2),
+        "other_cores_busy": round(max(0.0, busy - client_cpu - server_cpu) / elapsed, 2),
     }  # fmt: skip
 
 
 def markdown(runs: list[dict], command: str) -> str:
     rows = [[str(r["clients"]), str(r["queries"]), str(r["errors"]), f"{r['p50_ms']:.1f}",
-             f"{r['p95_ms']:.1f}", f"{r['qps']:.0f}"] for r in runs]  # fmt: skip
-    head = ["clients", "queries", "errors", "p50 ms", "p95 ms", "queries/s"]
-    return "\n".join([f"`{command}`", "", *table(head, "rrrrrr", rows)])
+             f"{r['p95_ms']:.1f}", f"{r['qps']:.0f}", f"{r['server_cpu_ms_per_query']:.1f}",
+             f"{r['client_cpu_ms_per_query']:.2f}", f"{r['other_cores_busy']:.1f}"]
+            for r in runs]  # fmt: skip
+    head = ["clients", "queries", "errors", "p50 ms", "p95 ms", "queries/s",
+            "server CPU ms/query", "client CPU ms/query", "other cores busy"]  # fmt: skip
+    return "\n".join([f"`{command}`", "", *table(head, "rrrrrrrrr", rows)])
 
 
 def default_index(cache: Path) -> Path:
@@ -230,6 +266,11 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--reindex", action="store_true", help="query during a re-index")
     parser.add_argument("--grow", type=int, default=62, help="photos the re-index adds")
+    parser.add_argument("--out", type=Path, help=f"[default: {OUT_FILE}]")
+    parser.add_argument(
+        "--serve", action="append", default=[], metavar="OPTION",
+        help="an option for `photoseek serve` (repeatable), e.g. --serve=--gpu",
+    )  # fmt: skip
     args = parser.parse_args()
     command = "python bench/serve_bench.py " + " ".join(sys.argv[1:])
     if args.reindex:
@@ -239,20 +280,20 @@ def main() -> None:
         print(found)
         return
     index = args.index or default_index(args.cache)
-    process, host, port = start_server(index, dict(os.environ))
+    process, host, port = start_server(index, dict(os.environ), args.serve)
     try:
         queries = itertools.cycle(query_pool())  # one walk for all: next() is atomic (GIL)
         load(host, port, 2, min(2.0, args.seconds), queries)  # warm: towers loaded, pages cached
         runs = []
         for clients in (int(c) for c in args.clients.split(",")):
-            runs.append(load(host, port, clients, args.seconds, queries))
+            runs.append(load(host, port, clients, args.seconds, queries, server_pid=process.pid))
             say(str(runs[-1]))
     finally:
         process.terminate()
         process.wait(timeout=15)
     result = {"command": command, "index": str(index), "runs": runs,
               "markdown": markdown(runs, command), "p95_target_ms": P95_TARGET_MS}  # fmt: skip
-    write_json(OUT_FILE, result)
+    write_json(args.out or OUT_FILE, result)
     print(result["markdown"])
 
 

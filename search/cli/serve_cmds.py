@@ -31,6 +31,9 @@ def serve(
     gpu: Annotated[
         bool, typer.Option("--gpu", help="Search a GPU copy of the index where it pays (faiss-gpu)")
     ] = False,
+    text_precision: Annotated[
+        str, typer.Option(help="Query text tower: fp32 (exact) or int8 (less CPU, not the same)")
+    ] = "fp32",
 ) -> None:
     """Serve a search page and JSON API (docs at /docs); prints `serving URL` when ready."""
     from search.server.config import ServerConfig, token_from_env
@@ -40,7 +43,7 @@ def serve(
     config = ServerConfig(
         index_dir=index_dir, host=host, port=port, token=token_from_env(token),
         reranker=reranker, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-        cors=tuple(cors or ()), gpu=gpu,
+        cors=tuple(cors or ()), gpu=gpu, text_precision=text_precision,
     ).checked()  # fmt: skip
     sock = bind(config)
     address = url(sock)

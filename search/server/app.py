@@ -26,7 +26,9 @@ ERRORS = {code: {"model": Error} for code in (400, 401, 404, 413, 503)}
 def create_app(config: ServerConfig, on_ready: Callable[[], None] | None = None) -> FastAPI:
     """The app over `config.index_dir`; `on_ready` runs once the engine is open."""
     config = config.checked()
-    holder = EngineHolder(config.index_dir, gpu=config.gpu)
+    holder = EngineHolder(
+        config.index_dir, gpu=config.gpu, int8_text=config.text_precision == "int8"
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -1,10 +1,14 @@
-"""Concurrent text queries share one tower run: the server's text encoder coalesces them.
+"""Concurrent queries share one tower run and one vector scan: the server coalesces them.
 
 A text tower run of a few texts costs little more than of one (a 2-core CPU embeds four texts
 in under twice the time of one), and concurrent runs only fight over the same cores. So while
 one run is in flight, the queries that arrive wait for it to end and then go as one batch, led
 by the first of them; a query arriving at an idle encoder runs at once. Nothing waits on a
 timer: a lone query never pays for batching, and under load the batches grow by themselves.
+
+The exact (Flat) vector search is coalesced the same way: FAISS scores every query of a call
+in one BLAS product, whose cost is mostly packing the 10k stored vectors, paid once per call,
+and each query's row comes out bit for bit as it would alone.
 """
 
 from __future__ import annotations
@@ -12,47 +16,60 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
+from typing import Generic, Protocol, Self, TypeVar
 
 import numpy as np
 
 from search.encoders.towers import TextEncoder
+from search.engine import Knn
 
 MAX_BATCH = 32  # texts per tower run: beyond this a batch's wait outgrows what it saves
+Item = TypeVar("Item")
 
 
-class _Job:
-    """One caller's texts, and what came of them."""
+class Rows(Protocol):
+    """What a batch run returns: one row per item, in order, sliceable (an array, a list)."""
 
-    def __init__(self, texts: list[str]) -> None:
-        self.texts = texts
+    def __getitem__(self, rows: slice, /) -> Self: ...
+
+
+RowsT = TypeVar("RowsT", bound=Rows)
+
+
+class _Job(Generic[Item, RowsT]):
+    """One caller's items, and what came of them."""
+
+    def __init__(self, items: list[Item]) -> None:
+        self.items = items
         self.done = threading.Event()
         self.lead = False  # set instead of a result: this caller runs the next batch
-        self.result: np.ndarray | None = None
+        self.result: RowsT | None = None
         self.error: BaseException | None = None
 
-    def outcome(self) -> np.ndarray:
+    def outcome(self) -> RowsT:
         if self.error is not None:
             raise self.error
         assert self.result is not None  # set with done, unless an error was
         return self.result
 
 
-class Coalescer:
-    """Runs `run(texts) -> rows` for concurrent callers, one batch at a time."""
+class Coalescer(Generic[Item, RowsT]):
+    """Runs `run(items) -> rows` for concurrent callers, one batch at a time."""
 
-    def __init__(self, run: Callable[[list[str]], np.ndarray], max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, run: Callable[[list[Item]], RowsT], max_batch: int = MAX_BATCH) -> None:
         self._run = run
         self._max = max_batch
         self._lock = threading.Lock()
-        self._waiting: list[_Job] = []
-        self._busy = False
-        self.batches = 0  # tower runs so far (the tests check that queries did share them)
+        self._waiting: list[_Job[Item, RowsT]] = []  # empty while no batch is in flight
+        self._busy = False  # a batch is in flight, or handed to a caller about to run one
+        self.batches = 0  # runs so far (the tests check that queries did share them)
 
-    def __call__(self, texts: list[str]) -> np.ndarray:
-        job = _Job(texts)
+    def __call__(self, items: list[Item]) -> RowsT:
+        job: _Job[Item, RowsT] = _Job(items)
         with self._lock:
-            self._waiting.append(job)
             leads, self._busy = not self._busy, True
+            if not leads:
+                self._waiting.append(job)
         if not leads:
             job.done.wait()
             if not job.lead:
@@ -60,21 +77,22 @@ class Coalescer:
         self._lead(job)
         return job.outcome()
 
-    def _lead(self, own: _Job) -> None:
-        """Run one batch (holding `own`), then hand the lead to the first still waiting."""
+    def _lead(self, own: _Job[Item, RowsT]) -> None:
+        """Run one batch, `own` and the oldest waiting that fit; then hand the lead to the
+        first still waiting."""
         with self._lock:
-            batch = self._take()
+            batch = [own, *self._take(self._max - len(own.items))]
         try:
-            rows = self._run([text for job in batch for text in job.texts])
+            rows = self._run([item for job in batch for item in job.items])
             start = 0
             for job in batch:
-                job.result, start = rows[start : start + len(job.texts)], start + len(job.texts)
+                job.result, start = rows[start : start + len(job.items)], start + len(job.items)
         except BaseException as e:  # each caller in the batch raises it, as if it ran alone
             for job in batch:
                 job.error = e
-        self.batches += 1
         with self._lock:
-            heir = self._waiting[0] if self._waiting else None
+            self.batches += 1
+            heir = self._waiting.pop(0) if self._waiting else None
             self._busy = heir is not None
         if heir is not None:
             heir.lead = True
@@ -83,14 +101,13 @@ class Coalescer:
             if job is not own:
                 job.done.set()
 
-    def _take(self) -> list[_Job]:
-        """The waiting jobs, oldest first, up to `max_batch` texts (at least one job)."""
-        batch: list[_Job] = []
-        count = 0
-        while self._waiting and (not batch or count + len(self._waiting[0].texts) <= self._max):
+    def _take(self, room: int) -> list[_Job[Item, RowsT]]:
+        """The oldest waiting jobs whose items fit in `room`."""
+        batch: list[_Job[Item, RowsT]] = []
+        while self._waiting and len(self._waiting[0].items) <= room:
             job = self._waiting.pop(0)
             batch.append(job)
-            count += len(job.texts)
+            room -= len(job.items)
         return batch
 
 
@@ -105,3 +122,35 @@ class CoalescingTextEncoder(TextEncoder):
 
     def encode(self, texts: str | Sequence[str]) -> np.ndarray:
         return self.coalescer([texts] if isinstance(texts, str) else list(texts))
+
+
+Query = tuple[np.ndarray, int]  # one query vector [d], and its k
+Found = tuple[np.ndarray, np.ndarray]  # its scores [k] and ids [k]
+
+
+class CoalescingKnn:
+    """The engine's `Knn` for a server over an exact (Flat) vector file: concurrent searches
+    without a filter share one call of `knn` (`Coalescer`), one call per distinct k, so each
+    gets exactly the rows it would alone; a filtered search runs on its own."""
+
+    def __init__(self, knn: Knn, max_batch: int = MAX_BATCH) -> None:
+        self._knn = knn
+        self.coalescer: Coalescer[Query, list[Found]] = Coalescer(self._search, max_batch)
+
+    def __call__(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if allowed is not None:
+            return self._knn(queries, k, allowed)
+        found = self.coalescer([(query, k) for query in queries])
+        return np.stack([scores for scores, _ in found]), np.stack([ids for _, ids in found])
+
+    def _search(self, queries: list[Query]) -> list[Found]:
+        rows_by_k: dict[int, list[int]] = {}
+        for row, (_, k) in enumerate(queries):
+            rows_by_k.setdefault(k, []).append(row)
+        found: dict[int, Found] = {}
+        for k, rows in rows_by_k.items():
+            scores, ids = self._knn(np.stack([queries[row][0] for row in rows]), k, None)
+            found.update((row, (scores[n], ids[n])) for n, row in enumerate(rows))
+        return [found[row] for row in range(len(queries))]

@@ -13,6 +13,7 @@ from indexer.errors import BadInput
 DEFAULT_UPLOAD_BYTES = 25 * 1024 * 1024
 TOKEN_ENV = "PHOTOSEEK_TOKEN"
 RERANKERS = ("itm", "none")  # the index model's own ITM head, or no reranking at all
+TEXT_PRECISIONS = ("fp32", "int8")  # the text tower as exported, or its int8 copy (text_int8)
 
 
 @dataclass(frozen=True)
@@ -27,11 +28,15 @@ class ServerConfig:
     max_upload_bytes: int = DEFAULT_UPLOAD_BYTES
     cors: tuple[str, ...] = ()
     gpu: bool = False  # searches may use a GPU copy of the index, where that pays
+    text_precision: str = "fp32"  # "int8": a third of the CPU per query, not the same model
 
     def checked(self) -> ServerConfig:
         """This config, or a BadInput naming the one setting that makes it unsafe or invalid."""
         if self.reranker not in RERANKERS:
             raise BadInput(f"unknown reranker {self.reranker!r}; known: {', '.join(RERANKERS)}")
+        if self.text_precision not in TEXT_PRECISIONS:
+            raise BadInput(f"unknown text precision {self.text_precision!r}; known: "
+                           f"{', '.join(TEXT_PRECISIONS)}")  # fmt: skip
         if self.max_upload_bytes < 1:
             raise BadInput(f"the upload limit must be at least 1 byte, got {self.max_upload_bytes}")
         if not 0 <= self.port <= 65535:

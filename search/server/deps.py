@@ -27,6 +27,7 @@ def engine(holder: Annotated[EngineHolder, Depends(holder)]) -> Engine:
 
 
 EngineDep = Annotated[Engine, Depends(engine)]
+HolderDep = Annotated[EngineHolder, Depends(holder)]
 ConfigDep = Annotated[ServerConfig, Depends(config)]
 ImageId = Annotated[int, Path(ge=1, le=2**62, description="A catalog id from a search result")]
 

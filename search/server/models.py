@@ -23,6 +23,9 @@ class SearchFields(BaseModel):
     min_width: int | None = Field(None, ge=1, description="Minimum width in px")
     min_height: int | None = Field(None, ge=1, description="Minimum height in px")
     camera: str | None = Field(None, description="Camera make/model contains")
+    text_match: bool = Field(
+        False, description="Fuse a keyword ranking over captions and file/folder names (RRF)"
+    )
 
     def filters(self) -> Filters:
         return Filters(
@@ -46,6 +49,9 @@ class Result(BaseModel):
     file: str = Field(description="URL of the original file")
     itm_prob: float | None = Field(None, description="Calibrated match probability (reranked)")
     itc_score: float | None = Field(None, description="Cosine before reranking (reranked)")
+    caption: str | None = Field(None, description="Its stored caption (`index --captions`)")
+    text_rank: int | None = Field(None, description="Its rank by keywords (`text_match`)")
+    vector_rank: int | None = Field(None, description="Its rank by vector (`text_match`)")
 
 
 class Results(BaseModel):

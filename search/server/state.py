@@ -33,9 +33,12 @@ RETRY_S = 1.0  # after a failed open, how long to keep what there is before tryi
 class EngineHolder:
     """Hands out the current engine; reopens it when the index on disk has changed."""
 
-    def __init__(self, index_dir: str | os.PathLike[str] | None, gpu: bool = False) -> None:
+    def __init__(
+        self, index_dir: str | os.PathLike[str] | None, gpu: bool = False, int8_text: bool = False
+    ) -> None:
         self.directory: Path = resolve_index(index_dir)
         self.gpu = gpu  # searches may use a GPU copy of the index (`photoseek serve --gpu`)
+        self.int8_text = int8_text  # queries embedded by the text tower's int8 copy (text_int8)
         self._engine: Engine | None = None
         self._seen: Fingerprint | None = None
         self._missing: PhotoseekError | None = None
@@ -79,7 +82,8 @@ class EngineHolder:
                 self._engine = None
 
     def _reopen(self) -> None:
-        from search.server.batching import CoalescingTextEncoder
+        from search.server.batching import CoalescingKnn, CoalescingTextEncoder
+        from search.server.text_int8 import Int8TextEncoder
         from search.wiring import Preload, build_engine
 
         old = self._engine
@@ -89,12 +93,15 @@ class EngineHolder:
         try:
             fresh = build_engine(
                 self.directory, preload=Preload(text=True, image=True), gpu=self.gpu,
-                text_class=CoalescingTextEncoder, reuse=old if same_towers else None,
+                text_class=Int8TextEncoder if self.int8_text else CoalescingTextEncoder,
+                reuse=old if same_towers else None,
             )  # fmt: skip
         except PhotoseekError as e:  # e.g. mid re-index: keep serving the engine there is
             self._missing, self._missing_at = e, time.monotonic()
             log.warning("cannot open the index: %s", e)
             return
+        if fresh.store.is_exact() and not self.gpu:
+            fresh.knn = CoalescingKnn(fresh.knn)
         self._engine, self._missing = fresh, None
         self._seen = self.fingerprint()  # now with the new catalog's generation in it
         self.generation += 1

@@ -42,6 +42,17 @@ def test_text_arithmetic_and_rerank_fields(server):
     assert status == 400 and "ITM head" in body["error"]
 
 
+def test_text_match_fuses_file_names(server):
+    status, body = server.json("/api/search?q=field&k=3&text_match=1")
+    assert status == 200, body
+    first = body["results"][0]
+    assert os.path.basename(first["path"]) == "green field.jpg"
+    assert first["text_rank"] == 1 and first["vector_rank"] >= 1
+    assert all(r["text_rank"] is None for r in body["results"][1:])
+    _, plain = server.json("/api/search?q=field&k=3")
+    assert all(r["text_rank"] is None and r["vector_rank"] is None for r in plain["results"])
+
+
 def test_image_upload_finds_the_same_image_first(server, served):
     data = (served[1] / "blue sky.png").read_bytes()
     body, type_ = multipart({"k": "3"}, "query.png", data)
