@@ -30,9 +30,10 @@ test caption appears in ``train.jsonl``, neither as a caption nor as a negative.
 and test groups are drawn from independent seed streams spawned from the dataset seed.
 
 Files written by `write_dataset`: ``train/gGGGGGG_tK.png``, ``test/gGGGGG_tK.png``,
-``train.jsonl`` (``{"image", "caption", "negatives", "group"}``) and ``test.jsonl``
+``train.jsonl`` (``{"image", "caption", "negatives", "group", "boxes"}``) and ``test.jsonl``
 (``{"image", "caption", "group", "twin", "boxes"}``), image paths relative to the jsonl's folder;
-``boxes`` maps each object's words (``"red circle"``) to its tight box in pixels (`object_boxes`).
+``boxes`` maps each object's words (``"red circle"``) to its tight box in pixels (`object_boxes`):
+the explain bench's ground truth, and the training rows' for the head's grounding loss.
 """
 
 from __future__ import annotations
@@ -377,6 +378,7 @@ class TrainRow:
     caption: str
     negatives: list[str]
     group: int  # the train twin group: its four rows share one layout
+    boxes: dict[str, list[float]] = field(default_factory=dict)  # {} in files written before
 
 
 @dataclass(frozen=True)
@@ -449,7 +451,8 @@ def write_dataset(
             name = f"train/g{g:06d}_t{k}.png"
             render(scene, layout, size).save(out_dir / name)
             negatives = [s.caption() for s in (*scene.twins(), *variants)]
-            train_rows.append(TrainRow(name, scene.caption(), negatives, g))
+            boxes = object_boxes(scene, layout, size)
+            train_rows.append(TrainRow(name, scene.caption(), negatives, g, boxes))
 
     twin_rows = []
     picks = test_rng.choice(len(candidates), size=test_groups, replace=False)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from indexer.errors import BadInput, UnreadableImage
 from indexer.media.decode import decode
+from indexer.training.grounding import Box, GroundTargets, ground_targets
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +34,29 @@ class TrainData:
     caption_ids: torch.Tensor  # one id per distinct caption, on the device
     groups: torch.Tensor  # `group_ids` on the device
     skipped: list[str]  # "path: reason" for images that could not be read
+    ground: GroundTargets | None = None  # with boxes only; on the CPU
+
+
+@dataclass(frozen=True)
+class Grounding:
+    """What `read_training_data` needs to build `GroundTargets`: one box dict per pair and
+    the head's (patch grid side, stored tokens before the patches)."""
+
+    boxes: Sequence[Mapping[str, Box]]
+    head_grid: tuple[int, int]
 
 
 def read_training_data(
-    pairs: Sequence[Pair], groups: Sequence[int] | None, size: int, tokenizer: Any, device: str
+    pairs: Sequence[Pair],
+    groups: Sequence[int] | None,
+    size: int,
+    tokenizer: Any,
+    device: str,
+    grounding: Grounding | None = None,
 ) -> TrainData:
     """Decode and tokenise `pairs`, skipping (and logging) unreadable images."""
+    if grounding is not None and len(grounding.boxes) != len(pairs):
+        raise BadInput(f"{len(grounding.boxes)} box sets for {len(pairs)} pairs")
     pixels, kept, skipped = load_pixels([p[0] for p in pairs], size)
     for reason in skipped:
         log.warning("skipping %s", reason)
@@ -47,16 +66,31 @@ def read_training_data(
     group_ids = [groups[i] for i in kept] if groups is not None else list(range(len(readable)))
     captions = [p[1] for p in readable]
     vocab = {c: i for i, c in enumerate(dict.fromkeys(captions))}
+    texts = tokenize(tokenizer, captions, device)
+    ground = None
+    if grounding is not None:
+        boxes = [grounding.boxes[i] for i in kept]
+        sizes = [_stored_size(p[0]) if b else (1, 1) for p, b in zip(readable, boxes, strict=True)]
+        ground = ground_targets(
+            captions, boxes, sizes, tokenizer, grounding.head_grid, texts.shape[1]
+        )
     return TrainData(
         pixels=pixels,
         captions=captions,
         negatives=[list(p[2]) if len(p) > 2 else [] for p in readable],
         group_ids=group_ids,
-        texts=tokenize(tokenizer, captions, device),
+        texts=texts,
         caption_ids=torch.tensor([vocab[c] for c in captions], device=device),
         groups=torch.tensor(group_ids, device=device),
         skipped=skipped,
+        ground=ground,
     )
+
+
+def _stored_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(width, height) of an image file as stored (its header only), which boxes refer to."""
+    with Image.open(path) as image:
+        return image.size
 
 
 def load_pixels(

@@ -12,6 +12,8 @@ share a `groups` id (e.g. twin renderings of one layout) are put in the same bat
 the others' hardest negative for both losses. With both towers of a pretrained encoder locked
 (`lock_image`, `lock_text`), the head alone learns on the encoder as it is (ITC then only moves
 the logit scale); with `itm_weight` 0, a plain dual encoder trains and the head stays untouched.
+Where the pairs come with object boxes, `ground_weight` adds a loss that points the words of
+each named object at its box in the head's cross-attention (`indexer.training.grounding`).
 
 Search scores a candidate with the fused score
 
@@ -32,7 +34,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,7 @@ from indexer.models.pixels import standardise
 from indexer.training.calibration import calibrate
 from indexer.training.checkpoints import STATE_FILE, resume, save_state
 from indexer.training.data import (
+    Grounding,
     Pair,
     TrainData,
     batches,
@@ -56,6 +59,7 @@ from indexer.training.data import (
     split_held_out,
     tokenize,
 )
+from indexer.training.grounding import Box
 from indexer.training.losses import Batch, step_loss
 from indexer.training.model import create_model
 from indexer.training.optimizer import build_optimizer, set_learning_rate
@@ -102,6 +106,7 @@ def train(
     options: TrainOptions | None = None,
     progress: Callable[[TrainProgress], None] | None = None,
     device: str | None = None,
+    boxes: Sequence[Mapping[str, Box]] | None = None,
 ) -> TrainResult:
     """Train a dual encoder and ITM head on (image path, caption[, negative captions]) pairs.
 
@@ -109,7 +114,9 @@ def train(
     architecture name; an open_clip ``NAME:TAG``, ``NAME:FILE`` or ``local-dir:DIR`` is
     fine-tuned: `lock_image` freezes its image tower (LiT), `lock_text` its text tower; both
     train the head alone on the encoder as it is. `groups`: one id per pair; pairs sharing an id are
-    batched together as each other's hard negatives. Same arguments and seed, same weights;
+    batched together as each other's hard negatives. `boxes`: one dict per pair from an object's
+    words in the caption (``"red circle"``) to its box in the image's pixels, for
+    `options.ground_weight` (`indexer.training.grounding`). Same arguments and seed, same weights;
     rerunning into an `out_dir` holding an unfinished run of the same setup resumes it.
     """
     options = options or TrainOptions()
@@ -119,8 +126,10 @@ def train(
         raise BadInput("epochs must be >= 1 and batch_size >= 2")
     if groups is not None and len(groups) != len(pairs):
         raise BadInput(f"{len(groups)} group ids for {len(pairs)} pairs")
+    if options.ground_weight > 0 and not (boxes and any(boxes)):
+        raise BadInput("--ground-weight needs object boxes with the pairs (a 'boxes' field)")
     setup = _Setup(model, lock_image, lock_text, epochs, seed, batch_size, options)
-    run = _start(setup, pairs, groups, Path(out_dir), device or default_device())
+    run = _start(setup, pairs, groups, boxes, Path(out_dir), device or default_device())
     for epoch in range(run.start_epoch, epochs):
         _train_epoch(run, epoch, progress)
         save_state(run.out / STATE_FILE, run.record, epoch + 1, run.clip, run.head, run.optimizer)
@@ -180,7 +189,12 @@ class _Run:
 
 
 def _start(
-    setup: _Setup, pairs: Sequence[Pair], groups: Sequence[int] | None, out: Path, device: str
+    setup: _Setup,
+    pairs: Sequence[Pair],
+    groups: Sequence[int] | None,
+    boxes: Sequence[Mapping[str, Box]] | None,
+    out: Path,
+    device: str,
 ) -> _Run:
     """Build the model, head, data and optimiser, and resume an unfinished run in `out`."""
     options = setup.options
@@ -194,7 +208,12 @@ def _start(
         clip.lock_text_tower()
     head = ItmHead(head_config_for(clip, **options.head)).to(device).train()
     preprocess = dict(clip.visual.preprocess_cfg)
-    data = read_training_data(pairs, groups, clip.visual.image_size[0], tokenizer, device)
+    grounding = None
+    if boxes is not None and options.ground_weight > 0:
+        c = head.config
+        grounding = Grounding(boxes, (c.grid // c.pool, 1 if c.embed_dim else 0))
+    size = clip.visual.image_size[0]
+    data = read_training_data(pairs, groups, size, tokenizer, device, grounding)
     train_groups, held = split_held_out(data.group_ids, options.held_out, setup.seed)
     optimizer = build_optimizer(clip, head, options)
     record = setup.record(len(data.captions))
@@ -256,6 +275,10 @@ def _batch(run: _Run, index: np.ndarray, rng: np.random.Generator) -> Batch:
     """The pairs at `index` on the device, each with one of its negative captions."""
     data, device = run.data, run.device
     edit_texts, has_edit = pick_edits(index, data.negatives, data.captions, rng)
+    ground = None
+    if data.ground is not None:
+        tokens, cells = data.ground.select(torch.from_numpy(index), data.texts.shape[1])
+        ground = (tokens.to(device), cells.to(device))
     return Batch(
         images=standardise(
             data.pixels[index].to(device), run.preprocess["mean"], run.preprocess["std"]
@@ -265,6 +288,7 @@ def _batch(run: _Run, index: np.ndarray, rng: np.random.Generator) -> Batch:
         edits=tokenize(run.tokenizer, edit_texts, device),
         has_edit=torch.tensor(has_edit, device=device),
         group_ids=data.groups[index],
+        ground=ground,
     )
 
 

@@ -1,14 +1,18 @@
-"""The training losses: CLIP's contrastive ITC, ITM on sampled negatives, twin listwise."""
+"""The training losses: CLIP's contrastive ITC, ITM on sampled negatives, twin listwise, and
+box grounding of the head's cross-attention (`grounding`)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from indexer.models.itm_head import ItmHead, image_features_and_tokens, text_features_and_tokens
+from indexer.training.grounding import GROUND_LAYER, grounding_loss
 from indexer.training.options import TrainOptions
 from indexer.training.trained import ClipModel
 
@@ -23,6 +27,8 @@ class Batch:
     edits: torch.Tensor  # token ids of one negative caption per pair [b, T]
     has_edit: torch.Tensor  # bool [b]: whether a pair's edit is a real negative
     group_ids: torch.Tensor | None = None  # [b]; needed for the listwise twin term
+    # `GroundTargets.select` of the pairs, on the device; needed for the grounding term
+    ground: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def step_loss(
@@ -32,7 +38,8 @@ def step_loss(
     generator: torch.Generator,
     options: TrainOptions,
 ) -> tuple[torch.Tensor, float, float]:
-    """ITC + ITM loss for one batch, and its ITC and ITM parts as numbers."""
+    """ITC + ITM loss for one batch, and its ITC and ITM parts as numbers (the ITM part with
+    the grounding term, when `options.ground_weight` asks for it)."""
     b = batch.images.shape[0]
     itm_on = options.itm_weight != 0  # off: a plain dual encoder (CLIP), the head left as it is
     image_emb, patches = image_features_and_tokens(model, batch.images)
@@ -61,9 +68,12 @@ def step_loss(
     if options.twin_listwise > 0 and ids is not None:
         mates = (same_group & ~eye).nonzero(as_tuple=True)
     text_index, image_index = _itm_pairs(sim, same, batch.has_edit, mates, generator)
-    all_logits = head(
-        text_tokens.index_select(0, text_index), text_mask[text_index], stored, image_index
-    )
+    grounded = options.ground_weight > 0 and batch.ground is not None
+    recorded: list[torch.Tensor] = []
+    with head.attention_tap(GROUND_LAYER, _recorder(recorded)) if grounded else nullcontext():
+        all_logits = head(
+            text_tokens.index_select(0, text_index), text_mask[text_index], stored, image_index
+        )
     labelled = len(all_logits) - (len(mates[0]) if mates is not None else 0)
     itm = _balanced_bce(all_logits[:labelled], b)
     if mates is not None:
@@ -72,7 +82,22 @@ def step_loss(
         grid = grid.index_put((rows, rows), all_logits[:b])
         grid = grid.index_put(mates, all_logits[labelled:])
         itm = itm + options.twin_listwise * twin_listwise(grid, same_group, same)
+    if grounded and batch.ground is not None:
+        # The first b scored pairs are the positives: caption i on its own image i.
+        tokens, cells = batch.ground
+        ground = grounding_loss(recorded[0][:b], tokens[:, :, : text_tokens.shape[1]], cells)
+        itm = itm + options.ground_weight * ground
     return itc + options.itm_weight * itm, float(itc.detach()), float(itm.detach())
+
+
+def _recorder(recorded: list[torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """An attention tap that keeps the probabilities it sees, unchanged."""
+
+    def record(probabilities: torch.Tensor) -> torch.Tensor:
+        recorded.append(probabilities)
+        return probabilities
+
+    return record
 
 
 def itc_loss(logits: torch.Tensor, exclude: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,8 @@ class TrainOptions:
     # Whether the other members of a pair's group are negatives in the contrastive loss. Off,
     # ITC stays a bag-of-words retriever and only the head learns what tells twins apart.
     itc_group_negatives: bool = True
+    # Box supervision of the head's cross-attention (`grounding`): needs boxes with the pairs.
+    ground_weight: float = 0.0
     head_lr_scale: float = 1.0  # the head's learning rate relative to the towers'
     init_logit_scale: float = math.log(30)  # from-scratch models; CLIP's 1/0.07 learns slower
     head: dict[str, Any] = field(default_factory=dict)  # ItmConfig overrides

@@ -1,8 +1,10 @@
 """Image-caption pair files for `train` and `eval`: JSONL or CSV, paths relative to the file.
 
 JSONL: one object per line with "image" and "caption", optionally "negatives" (captions that do
-not match the image, e.g. attribute or relation edits) and "group" (an id shared by twin
-images, for twin accuracy). CSV: a header with at least `image,caption`.
+not match the image, e.g. attribute or relation edits), "group" (an id shared by twin
+images, for twin accuracy) and "boxes" (each named object's words in the caption -> its box
+[left, top, right, bottom] in the image's pixels, for `train --ground-weight`). CSV: a header
+with at least `image,caption`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class PairRow:
     caption: str
     negatives: tuple[str, ...] = field(default=())
     group: int | None = None
+    boxes: dict[str, list[float]] = field(default_factory=dict)
 
 
 def read_pairs(path: Path) -> list[PairRow]:
@@ -64,9 +67,21 @@ def _pair(row: object, base: Path, path: Path, line: int) -> PairRow:
     if isinstance(negatives, str) or not all(isinstance(n, str) for n in negatives):
         raise BadInput(f"{path}:{line}: 'negatives' must be a list of captions")
     group = row.get("group")
+    boxes = row.get("boxes") or {}
+    if not isinstance(boxes, dict) or not all(_is_box(b) for b in boxes.values()):
+        raise BadInput(f"{path}:{line}: 'boxes' must map words to [left, top, right, bottom]")
     return PairRow(
         image=(base / str(row["image"])).resolve(),
         caption=str(row["caption"]).strip(),
         negatives=tuple(negatives),
         group=int(group) if group not in (None, "") else None,
+        boxes={str(k): [float(v) for v in b] for k, b in boxes.items()},
+    )
+
+
+def _is_box(box: object) -> bool:
+    return (
+        isinstance(box, list)
+        and len(box) == 4
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in box)
     )

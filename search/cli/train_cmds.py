@@ -58,6 +58,10 @@ def train(
     lock_text: Annotated[
         bool, typer.Option(help="Freeze the text tower (with --lock-image: train the head alone)")
     ] = False,
+    ground_weight: Annotated[
+        float,
+        typer.Option(help="Weight of the head's box-grounding loss (needs 'boxes' in --pairs)"),
+    ] = 0.0,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -71,6 +75,7 @@ def train(
     if pairs is None:
         raise fail("train needs --pairs FILE (or --teacher SPEC --index DIR)")
     from indexer.training.loop import train as run_training
+    from indexer.training.options import TrainOptions
     from indexer.training.pairs import read_pairs
 
     rows = read_pairs(pairs)
@@ -86,7 +91,9 @@ def train(
             seed=seed,
             batch_size=batch_size,
             groups=groups if len(groups) == len(rows) else None,
+            options=TrainOptions(ground_weight=ground_weight),
             progress=progress.training if progress else None,
+            boxes=[r.boxes for r in rows],
         )
     summary = {
         "out": str(result.out_dir),

@@ -5,7 +5,8 @@ Nothing is downloaded. `run_demo` generates the gallery and uses the model shipp
 already trained in the same folder) one by the recipe that made it, the way photoseek meets a
 user's CLIP: a dual encoder pretrained on captions that only list the objects (``a red circle
 and a blue square``, as web alt text does), then the ITM head alone on its frozen towers with
-the full captions. It indexes
+the full captions, its cross-attention taught where each named object is (the shapes world
+knows the boxes; `indexer.training.grounding`). It indexes
 the gallery with the same pipeline as `photoseek index`, runs text→image queries without and
 with rerank (the dual encoder cannot tell a scene from its twins; the head can), an image→image
 query and an image→text query, and writes an HTML page of the results.
@@ -41,6 +42,9 @@ TRAIN_GROUPS = 3000  # 12,000 training images: twin groups of 4
 TEST_GROUPS = 60  # 240 gallery images: 60 twin groups of 4
 PRETRAIN_EPOCHS = 6  # the dual encoder, on listings
 EPOCHS = 6  # the head, on the frozen towers
+# The head's box-grounding loss (`indexer.training.grounding`): the shapes world knows where
+# each object is, so `photoseek explain` maps the words of an object onto it.
+GROUND_WEIGHT = 3.0
 QUERIES = 3
 K = 5
 
@@ -53,11 +57,13 @@ class DemoSize:
     test_groups: int = TEST_GROUPS
     pretrain_epochs: int = PRETRAIN_EPOCHS
     epochs: int = EPOCHS
+    ground_weight: float = GROUND_WEIGHT  # the head stage's box-grounding loss
 
     @property
     def tag(self) -> str:
         """Names the demo's data, model and index folders: another size never reuses them."""
-        return f"g{self.train_groups}-t{self.test_groups}-p{self.pretrain_epochs}-e{self.epochs}"
+        sizes = f"g{self.train_groups}-t{self.test_groups}-p{self.pretrain_epochs}-e{self.epochs}"
+        return f"{sizes}-w{self.ground_weight:g}"
 
 
 @dataclass
@@ -198,11 +204,15 @@ def _train(
         texts = listings([r.caption for r in rows], seed=0)
         train(list(zip(images, texts, strict=True)), pretrained, epochs=size.pretrain_epochs,
               batch_size=128, options=TrainOptions(itm_weight=0.0), progress=progress)  # fmt: skip
-    say(f"training the ITM head on its frozen towers with the full captions ({size.epochs} epochs)")
+    say(
+        f"training the ITM head on its frozen towers with the full captions, its words grounded "
+        f"in the objects' boxes ({size.epochs} epochs)"
+    )
+    options = TrainOptions(twin_listwise=1.0, ground_weight=size.ground_weight)
     train([(image, r.caption, r.negatives) for image, r in zip(images, rows, strict=True)], model,
           model=f"local-dir:{pretrained}", lock_image=True, lock_text=True, epochs=size.epochs,
-          batch_size=128, groups=groups,
-          options=TrainOptions(twin_listwise=1.0), progress=progress)  # fmt: skip
+          batch_size=128, groups=groups, boxes=[r.boxes for r in rows],
+          options=options, progress=progress)  # fmt: skip
 
 
 def _text_queries(engine: Engine, tests: list[PairRow], report: DemoReport) -> None:

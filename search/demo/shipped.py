@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from indexer.atomic import write_text
@@ -31,9 +31,11 @@ class Manifest:
 
     files: dict[str, str]  # file name -> sha256
     quality: dict[str, float]  # the demo's figures on its gallery (fractions)
-    recipe: dict[str, int]  # the DemoSize it was trained with
+    recipe: dict[str, float]  # the DemoSize it was trained with
     rebuild: str
     trained_on: str
+    # `bench/explain_bench.py` on the demo gallery: pointing_game, chance (fractions), layer
+    explain: dict[str, float] = field(default_factory=dict)
 
 
 def shipped_dir() -> Path:
@@ -58,11 +60,15 @@ def read_manifest(folder: Path) -> Manifest:
 
 
 def write_manifest(
-    folder: Path, quality: dict[str, float], recipe: dict[str, int], trained_on: str
+    folder: Path,
+    quality: dict[str, float],
+    recipe: dict[str, float],
+    trained_on: str,
+    explain: dict[str, float] | None = None,
 ) -> Manifest:
     """Record the model files now in `folder` (every file but the manifest) and their figures."""
     files = {p.name: _sha256(p) for p in sorted(folder.iterdir()) if p.name != MANIFEST}
-    manifest = Manifest(files, quality, recipe, REBUILD, trained_on)
+    manifest = Manifest(files, quality, recipe, REBUILD, trained_on, explain or {})
     write_text(folder / MANIFEST, json.dumps(asdict(manifest), indent=2) + "\n")
     return manifest
 
