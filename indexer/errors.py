@@ -29,3 +29,7 @@ class UnreadableImage(PhotoseekError):
 
 class BadInput(PhotoseekError):
     """An argument that is out of range or malformed (paths, dates, counts)."""
+
+
+class BadCaptioner(BadModelSpec):
+    """A --captioner value that names no captioner (bad form, not a captioning model, no extra)."""

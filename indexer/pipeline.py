@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer.captioning import load_captioner
 from indexer.distributed.ray_run import RaySettings, embed_on_ray, require_ray
 from indexer.distributed.worker import Embedded, WorkerModel
 from indexer.errors import BadInput, UnreadableImage, WeightsUnavailable
@@ -34,6 +35,7 @@ from indexer.models.loading import DEFAULT_MODEL, PRECISIONS, ModelSpec
 from indexer.plan import Plan, Root, plan_run, resolve_roots
 from indexer.progress import Progress
 from indexer.store import vector_store
+from indexer.store.caption_run import CaptionOptions, update_keywords
 from indexer.store.catalog import OFFLINE, Catalog, NewImage
 from indexer.store.index_dir import ModelRecord, check_model, model_record, writer_lock
 from indexer.towers.image_engine import open_image_embedder
@@ -58,6 +60,8 @@ class IndexOptions:
     prune: bool = False  # delete the rows left offline under these roots
     max_index_memory: int | None = None  # bytes the vector index may take (none: a share of RAM)
     ray: str | None = None  # decode + embed on a Ray cluster: "local", "auto" or its address
+    captions: bool = False  # caption the photos (with `captioner`, else the recorded one)
+    captioner: str | None = None  # a --captioner SPEC (`indexer.captioning.spec`)
 
 
 @dataclass
@@ -71,6 +75,7 @@ class IndexSummary:
     errors: int = 0
     unchanged: int = 0
     offline: int = 0  # live rows whose folder could not be reached: kept, out of searches
+    captioned: int = 0  # images captioned (or failed to be) by the captions stage
     seconds: float = 0.0
     dry_run: bool = False
     to_add: list[bytes] = field(default_factory=list)
@@ -87,6 +92,7 @@ class IndexSummary:
             "errors": self.errors,
             "unchanged": self.unchanged,
             "offline": self.offline,
+            "captioned": self.captioned,
             "seconds": round(self.seconds, 3),
         }
 
@@ -165,6 +171,10 @@ def _run(
     if jobs:
         _Embedding(catalog, spec, record, options, summary, progress).process(jobs)
     _settle(catalog, plan, options.prune, roots, summary)
+    captioning = CaptionOptions(
+        options.captions, options.captioner, options.batch_size, options.workers
+    )
+    summary.captioned = update_keywords(catalog, captioning, load_captioner, progress)
     record = model_record(catalog)
     if record is not None:
         vector_store.refresh(directory, catalog, record.dim, budget=options.max_index_memory)

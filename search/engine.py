@@ -19,12 +19,12 @@ from indexer.errors import BadInput, IndexNotFound, UnreadableImage
 from indexer.locations import TOWERS_DIR
 from indexer.media.discovery import extension
 from indexer.store.index_dir import ModelRecord, model_record, open_existing, open_reader
-from indexer.store.layout import ImageRow
 from indexer.store.live_view import LiveVectors
 from indexer.store.vector_store import VectorStore
 from search.filters import Filters
 from search.hits import Hit
 from search.query import Term, combine
+from search.text_match import depth, fuse_with_keywords
 
 if TYPE_CHECKING:
     from indexer.store.catalog import Catalog
@@ -82,6 +82,7 @@ class Engine(Generic[CatalogT]):
         reranker: Reranker | None = None,
         gpu: bool = False,
         light: bool = False,
+        once: bool = False,
     ) -> Engine[Any]:
         """The engine over `directory`; encoders not given are loaded from its ONNX export
         when first needed (pass them to start loading them early).
@@ -92,13 +93,15 @@ class Engine(Generic[CatalogT]):
         A vector file older than the catalog (an indexer at work, or one killed) is searched as
         it is, plus the rows committed since (`LiveVectors`): opening never trains nor writes.
         `gpu`: let searches use a GPU copy of the index where that is faster; for long-lived
-        processes (the server), as the copy costs more than a cold CLI query saves."""
+        processes (the server), as the copy costs more than a cold CLI query saves.
+        `once`: the process answers one query (the CLI): a Flat vector file is scanned with
+        numpy instead of imported faiss (`VectorStore.load(scan=True)`)."""
         catalog = open_reader(directory) if light else open_existing(directory)
         record = model_record(catalog)
         if record is None:
             catalog.close()
             raise IndexNotFound(f"the index in {directory} holds no images yet")
-        store = VectorStore.load(directory, record.dim)
+        store = VectorStore.load(directory, record.dim, scan=once)
         encoders = (text_encoder, image_encoder, head_scorer, reranker)
         engine: Engine[Any] = Engine(directory, catalog, record, store, knn, *encoders, gpu=gpu)
         return engine
@@ -171,6 +174,7 @@ class Engine(Generic[CatalogT]):
         filters: Filters | None = None,
         threshold: float | None = None,
         rerank_k: int | None = None,
+        text_match: bool = False,
     ) -> list[Hit]:
         """The k best images for the query terms, best first.
 
@@ -179,7 +183,10 @@ class Engine(Generic[CatalogT]):
         `threshold` then applies to the calibrated match probability instead of the cosine.
         A sigmoid (SigLIP) model scores one plain text query by its match probability, the
         cosine kept in ``extra["cosine"]``; `threshold` applies to the probability.
+        `text_match`: fused with a keyword search of the query's text (`search.text_match`).
         """
+        if text_match:
+            return self._text_matched(terms, k, filters, threshold, rerank_k)
         vector = self.query_vector(terms)
         sigmoid = self._sigmoid_score(terms)
         if rerank_k is None and sigmoid is not None:
@@ -203,6 +210,20 @@ class Engine(Generic[CatalogT]):
         if threshold is not None:
             hits = [h for h in hits if h.extra["itm_prob"] >= threshold]
         return hits[:k]
+
+    def _text_matched(
+        self,
+        terms: Sequence[Term],
+        k: int,
+        filters: Filters | None,
+        threshold: float | None,
+        rerank_k: int | None,
+    ) -> list[Hit]:
+        if threshold is not None or rerank_k is not None:
+            raise BadInput("--text-match ranks by fusion: it takes no --threshold or --rerank")
+        by_vector = self.search_vector(self.query_vector(terms), depth(k), filters)
+        words = " ".join(t.text for t in terms if t.text and t.weight > 0)
+        return fuse_with_keywords(self.catalog, by_vector, words, filters, k)
 
     def _sigmoid_score(self, terms: Sequence[Term]) -> ScoreSpec | None:
         """The model's sigmoid scoring, for a query of one positive text against images."""
@@ -230,7 +251,8 @@ class Engine(Generic[CatalogT]):
         if threshold is not None:
             found = [(i, s) for i, s in found if s >= threshold]
         rows = self.catalog.rows_by_id(i for i, _ in found)
-        return [_hit(rows[i], s) for i, s in found if i in rows]
+        captions = self.catalog.captions_by_id(i for i, _ in found)
+        return [Hit.from_row(rows[i], s, captions.get(i)) for i, s in found if i in rows]
 
     def _with_offline(
         self, found: list[tuple[int, float]], vector: np.ndarray, k: int, filters: Filters
@@ -246,10 +268,6 @@ class Engine(Generic[CatalogT]):
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         return self.vectors.search(queries, k, allowed)
-
-
-def _hit(row: ImageRow, score: float) -> Hit:
-    return Hit(row.id, row.path, score, row.width, row.height, row.taken_at)
 
 
 def brute_force_knn(catalog: Catalog, dim: int) -> Knn:

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from indexer.store.layout import ImageRow
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,12 @@ class Hit:
     height: int | None
     taken_at: str | None
     extra: dict[str, float] = field(default_factory=dict)  # rerank fields, when reranked
+    caption: str | None = None  # the stored caption (`photoseek index --captions`), if any
+
+    @classmethod
+    def from_row(cls, row: ImageRow, score: float, caption: str | None = None) -> Hit:
+        """The hit for a catalog row at `score`."""
+        return cls(row.id, row.path, score, row.width, row.height, row.taken_at, caption=caption)
 
     def to_json(self, rank: int) -> dict[str, object]:
         """The stable JSON shape of this result at `rank` (1 = best)."""
@@ -33,4 +43,5 @@ class Hit:
             "height": self.height,
             "taken_at": self.taken_at,
             **{k: v if isinstance(v, bool) else round(v, 6) for k, v in self.extra.items()},
+            **({"caption": self.caption} if self.caption is not None else {}),
         }

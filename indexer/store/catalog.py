@@ -31,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 
 from indexer.media.discovery import WalkOptions
+from indexer.store import keywords
 from indexer.store.engines import (
     CatalogTarget,
     IndexReadOnly,
@@ -370,6 +371,10 @@ class Catalog:
         query = select(images.c.id).where(images.c.status == OFFLINE).order_by(images.c.id)
         with self.engine.connect() as conn:
             return np.fromiter(conn.scalars(query), dtype=np.int64)
+
+    def captions_by_id(self, ids: Iterable[int]) -> dict[int, str]:
+        """The stored captions of those of `ids` that have one (`indexer.store.keywords`)."""
+        return keywords.captions_by_id(self.engine, ids)
 
     # -- vectors ------------------------------------------------------------------------------
 

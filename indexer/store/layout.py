@@ -33,8 +33,13 @@ MIGRATION_NAMES = (
     "0003_itm_tokens",
     "0004_root_walk_options",
     "0005_offline_rows_and_error_decoder",
+    "0006_captions_and_keywords",
 )
 SCHEMA_VERSION = len(MIGRATION_NAMES)
+# Migrations a read-only open may find missing: they add what only some queries read (captions
+# and the keyword index, for --text-match, which then names the upgrade), so a plain search of
+# a catalog an older photoseek wrote keeps working until its next `photoseek index`.
+READER_OPTIONAL = frozenset({"0006_captions_and_keywords"})
 
 # What a read-only connection sets: it never writes, and never waits on an indexer's write lock
 # (WAL readers don't; only a checkpoint might, hence the timeout).
@@ -82,7 +87,7 @@ def check_applied(applied: set[str], path: Path | str, read_only: bool) -> None:
             f"{path} was written by a newer photoseek (schema {len(applied)}, this one knows "
             f"{SCHEMA_VERSION}: {', '.join(sorted(unknown))}); upgrade photoseek to open it"
         )
-    if read_only and len(applied) < SCHEMA_VERSION:
+    if read_only and set(MIGRATION_NAMES) - READER_OPTIONAL - applied:
         raise CatalogNeedsUpgrade(
             f"{path} was written by an older photoseek (schema {len(applied)} < "
             f"{SCHEMA_VERSION}); run `photoseek index` on it once to upgrade it"

@@ -37,6 +37,7 @@ CHUNK = 500  # ids per IN (...): well under SQLite's limit on bound parameters
 _ROWS = f"SELECT {', '.join(IMAGE_COLUMNS)} FROM images WHERE id IN "  # noqa: S608
 _VECTORS = "SELECT image_id, vector FROM embeddings WHERE image_id IN "
 _TOKENS = "SELECT image_id, tokens FROM itm_tokens WHERE image_id IN "
+_CAPTIONS = "SELECT image_id, caption FROM image_text WHERE caption IS NOT NULL AND image_id IN "
 
 
 class CatalogReader:
@@ -140,6 +141,14 @@ class CatalogReader:
         """Stored ITM tokens (flat fp16) of the given rows that have them."""
         rows = self._chunked(_TOKENS, [int(i) for i in ids])
         return {i: np.frombuffer(blob, dtype=np.float16) for i, blob in rows}
+
+    def captions_by_id(self, ids: Iterable[int]) -> dict[int, str]:
+        """The stored captions of those of `ids` that have one (`Catalog.captions_by_id`)."""
+        with self._reading() as conn:
+            query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'image_text'"
+            if conn.execute(query).fetchone() is None:
+                return {}  # a catalog from before captions
+        return dict(self._chunked(_CAPTIONS, [int(i) for i in ids]))
 
     def _chunked(self, select_in: str, ids: list[int]) -> list[tuple]:
         """`select_in` + "(?, ?, ...)" over `ids`, CHUNK at a time, in one transaction."""

@@ -20,6 +20,8 @@ from sqlalchemy import (
     inspect,
 )
 
+from indexer.store import postgres, sqlite
+
 # Plain names shared with the sqlite3 reader; re-exported here for the write side.
 from indexer.store.layout import (
     CATALOG_FILE,
@@ -101,6 +103,20 @@ texts = Table(
     sqlite_autoincrement=True,
 )
 
+# What keyword search reads for each image: its file and folder names as words, and the caption
+# a captioner wrote (or why it could not). The keyword index over it is the dialect's own (FTS5
+# kept in step by triggers, or a tsvector column): `create_keyword_index` in sqlite.py/postgres.py.
+image_text = Table(
+    "image_text",
+    metadata,
+    Column("image_id", Integer, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    Column("names", Text, nullable=False),
+    Column("caption", Text),
+    Column("captioner", String),  # the fingerprint of what wrote caption (or failed to)
+    Column("captioned_at", Float),
+    Column("caption_error", Text),
+)
+
 # Row states (OK, ERROR, OFFLINE) and what each means: `indexer.store.layout`.
 
 
@@ -144,6 +160,12 @@ def _offline_rows_and_error_decoder(conn: Connection) -> None:
     _add_column(conn, images, "decoder")
 
 
+def _captions_and_keywords(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[image_text])
+    dialects = {"sqlite": sqlite, "postgresql": postgres}
+    dialects[conn.dialect.name].create_keyword_index(conn)
+
+
 # Each step beside its name in `layout.MIGRATION_NAMES` (the order, which readers check too);
 # each runs once and is recorded in `migrations`. Append, never edit.
 _STEPS: list[Callable[[Connection], None]] = [
@@ -152,6 +174,7 @@ _STEPS: list[Callable[[Connection], None]] = [
     _itm_tokens,  # 0003_itm_tokens
     _root_walk_options,  # 0004_root_walk_options
     _offline_rows_and_error_decoder,  # 0005_offline_rows_and_error_decoder
+    _captions_and_keywords,  # 0006_captions_and_keywords
 ]
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = list(
     zip(MIGRATION_NAMES, _STEPS, strict=True)

@@ -35,6 +35,30 @@ MaxIndexMemoryOpt = Annotated[
     ),
 ]
 
+CaptionsOpt = Annotated[
+    bool, typer.Option(help="Caption the photos (later runs go on), for search --text-match")
+]
+
+
+def _parsed_captioner(spec: str | None) -> str | None:
+    """A bad --captioner fails at once (one line), not after the photos are embedded."""
+    if spec is not None:
+        from indexer.captioning import parse_captioner
+
+        parse_captioner(spec)
+    return spec
+
+
+CaptionerOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="SPEC",
+        callback=_parsed_captioner,
+        help="coca:ARCH:TAG, coca:ARCH:FILE, hf:ORG/NAME or a model folder; implies --captions "
+        "[default: the one the index records]",
+    ),
+]
+
 
 def register(app: typer.Typer) -> None:
     app.command("index")(index)
@@ -82,6 +106,8 @@ def index(
     ] = None,
     ray: RayOpt = None,
     max_index_memory: MaxIndexMemoryOpt = None,
+    captions: CaptionsOpt = False,
+    captioner: CaptionerOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -108,6 +134,8 @@ def index(
         prune=prune,
         max_index_memory=parse_size(max_index_memory) if max_index_memory else None,
         ray=ray,
+        captions=captions or captioner is not None,
+        captioner=captioner,
     )
     directory = resolve_index(index_dir)
     with progress_reporter(quiet) as progress:

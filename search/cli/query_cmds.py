@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from search.hits import Hit
     from search.query import Term
 
+TextMatchOpt = Annotated[
+    bool, typer.Option(help="Fuse with a keyword search of captions and file/folder names (RRF)")
+]
+
 
 def register(app: typer.Typer) -> None:
     app.command("search")(search)
@@ -52,6 +56,7 @@ def search(
         typer.Option(help="With --rerank: head, hf:ORG/NAME or a folder (`photoseek rerankers`)"),
     ] = None,
     rerank_k: Annotated[int, typer.Option(help="Candidates the reranker rescores")] = 32,
+    text_match: TextMatchOpt = False,
     json_out: JsonOpt = False,
     paths: Annotated[bool, typer.Option("--paths", help="Print only paths, one per line")] = False,
     nul: Annotated[bool, typer.Option("-0", help="With --paths: NUL-separated")] = False,
@@ -83,13 +88,14 @@ def search(
     )  # fmt: skip
     # Without filters the catalog is read through sqlite3: SQLAlchemy's import alone costs a
     # cold query more than its whole search.
-    light = not (filters.active() or include_offline or spec not in (None, "head"))
+    light = not (filters.active() or include_offline or text_match or spec not in (None, "head"))
     with build_engine(
-        index_dir, preload=preload, model=model, reranker=spec, light=light
+        index_dir, preload=preload, model=model, reranker=spec, light=light, once=True
     ) as engine:
         hits = engine.search(
-            terms, k=k, filters=filters, threshold=threshold, rerank_k=rerank_k if rerank else None
-        )
+            terms, k=k, filters=filters, threshold=threshold,
+            rerank_k=rerank_k if rerank else None, text_match=text_match,
+        )  # fmt: skip
     if html is not None:
         _write_page(html, query or image or [], hits, terms if explain else None, index_dir, spec)
     if json_out:
@@ -130,11 +136,19 @@ def _print_table(hits: list[Hit]) -> None:
     table = Table(box=None, header_style="bold")
     table.add_column("#", justify="right")
     table.add_column("score", justify="right")
-    extra_keys = list(hits[0].extra) if hits else []
+    # every hit's keys: a fused hit has the ranks of only the rankings that hold it
+    extra_keys = list(dict.fromkeys(key for hit in hits for key in hit.extra))
     for key in extra_keys:
         table.add_column(key, justify="right")
     table.add_column("path")
     for rank, hit in enumerate(hits, 1):
-        extras = [f"{hit.extra[key]:.3f}" for key in extra_keys]
+        extras = [_cell(hit.extra.get(key)) for key in extra_keys]
         table.add_row(str(rank), f"{hit.score:.3f}", *extras, display_path(hit.path))
     Console().print(table if hits else "no results")
+
+
+def _cell(value: float | None) -> str:
+    """An extra field in the table: ranks as integers, scores to three places."""
+    if value is None:
+        return ""
+    return str(value) if isinstance(value, int) else f"{value:.3f}"

@@ -32,9 +32,20 @@ def describe(
     ] = None,
     corpus: Annotated[bool, typer.Option(help="Search the corpus from `texts add`")] = False,
     k: Annotated[int, typer.Option("-k", "--top", help="Number of texts")] = 5,
+    caption: Annotated[
+        bool, typer.Option("--caption", help="Write a caption instead (a captioning model)")
+    ] = False,
+    captioner: Annotated[
+        str | None,
+        typer.Option(
+            metavar="SPEC",
+            help="The captioner for --caption: coca:ARCH:TAG, coca:ARCH:FILE, hf:ORG/NAME or "
+            "a model folder; without it, the index's model if that is a CoCa",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """The texts that best match an image (image→text)."""
+    """The texts that best match an image (image→text), or with --caption a written caption."""
     import os
 
     from indexer.errors import BadInput
@@ -43,6 +54,11 @@ def describe(
 
     if not image.is_file():
         raise BadInput(f"image not found: {image}")
+    if caption or captioner is not None:
+        if texts is not None or vocab is not None or corpus:
+            raise BadInput("--caption writes a caption: it takes no --texts, --vocab or --corpus")
+        _print_caption(image, index_dir, captioner, json_out)
+        return
     with build_engine(index_dir) as engine:
         hits = run_describe(engine, os.fsencode(image.resolve()), k, vocab, texts, corpus)
     if json_out:
@@ -51,6 +67,30 @@ def describe(
         return
     for rank, hit in enumerate(hits, 1):
         typer.echo(f"{rank:>3}  {hit.score:.3f}  {hit.text}")
+
+
+def _print_caption(
+    image: Path, index_dir: Path | None, captioner: str | None, json_out: bool
+) -> None:
+    from indexer.captioning import CaptionerSpec, load_captioner
+    from indexer.errors import BadCaptioner, IndexNotFound
+    from search.tools.caption import NAME_ONE, caption_file, index_captioner
+    from search.wiring import build_engine
+
+    chosen: str | CaptionerSpec
+    if captioner is not None:
+        chosen = captioner
+    else:
+        try:
+            with build_engine(index_dir, light=True) as engine:
+                chosen = index_captioner(engine)
+        except IndexNotFound as e:
+            raise BadCaptioner(f"no captioner: {e}; {NAME_ONE}") from None
+    written = caption_file(load_captioner(chosen), image)
+    if json_out:
+        print_json({"caption": written.caption, "captioner": written.captioner})
+    else:
+        typer.echo(written.caption)
 
 
 def texts_add(

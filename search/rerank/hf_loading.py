@@ -7,7 +7,6 @@ the plain query path and `--reranker head` never pay for them.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import logging
@@ -16,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from indexer.errors import BadModelSpec, WeightsUnavailable
+from indexer.models.hf_checkpoint import download, fingerprint
+from indexer.models.hf_checkpoint import require_transformers as _require
 
 log = logging.getLogger(__name__)
 
-EXTRA = "pip install 'photoseek[hf]'"
 # model_type -> (module in search.rerank, class name); the backend loads its transformers class
 BACKENDS: dict[str, tuple[str, str]] = {
     "blip": ("blip", "BlipScorer"),
@@ -27,8 +27,6 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "bridgetower": ("bridgetower", "BridgeTowerScorer"),
     "flava": ("flava", "FlavaScorer"),
 }
-_WEIGHTS = ("*.safetensors", "*.bin")
-_HASHED_EDGE = 1 << 20  # bytes read from each end of a weights file for the fingerprint
 
 
 @dataclass(frozen=True)
@@ -43,17 +41,15 @@ class Checkpoint:
 
 def require_transformers() -> None:
     """Raise one line naming the extra when transformers is not installed."""
-    try:
-        importlib.import_module("transformers")
-    except ImportError:
-        raise BadModelSpec(f"pretrained rerankers need transformers: {EXTRA}") from None
+    _require("pretrained rerankers")
 
 
 def resolve(spec: str) -> Checkpoint:
     """The checkpoint `spec` names: `hf:ORG/NAME` (from the Hugging Face cache, downloaded
     when online) or a local folder written by `save_pretrained`."""
     require_transformers()
-    folder = _download(spec[3:]) if spec.startswith("hf:") else Path(spec).expanduser()
+    hub = spec.startswith("hf:")
+    folder = download(spec[3:], "--reranker") if hub else Path(spec).expanduser()
     config_file = folder / "config.json"
     if not folder.is_dir() or not config_file.is_file():
         raise BadModelSpec(
@@ -81,31 +77,3 @@ def load(checkpoint: Checkpoint) -> Any:
     except (OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise WeightsUnavailable(f"--reranker {checkpoint.spec}: cannot load: {first}") from None
-
-
-def fingerprint(folder: Path) -> str:
-    """A content id of the checkpoint: its config and its weights' names, sizes and ends (the
-    ends of a weights file change with any retraining; reading all of a 1 GB file would not
-    pay)."""
-    digest = hashlib.sha256((folder / "config.json").read_bytes())
-    for pattern in _WEIGHTS:
-        for path in sorted(folder.glob(pattern)):
-            size = path.stat().st_size
-            digest.update(f"{path.name}:{size}".encode())
-            with open(path, "rb") as f:
-                digest.update(f.read(_HASHED_EDGE))
-                f.seek(max(0, size - _HASHED_EDGE))
-                digest.update(f.read())
-    return digest.hexdigest()[:16]
-
-
-def _download(repo: str) -> Path:
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(repo, allow_patterns=["*.json", "*.txt", "*.safetensors"]))
-    except Exception as e:  # noqa: BLE001 - hub errors have many types; each means "not here"
-        raise WeightsUnavailable(
-            f"--reranker hf:{repo}: not in the Hugging Face cache and cannot be downloaded "
-            f"({type(e).__name__})"
-        ) from None
