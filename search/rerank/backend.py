@@ -1,14 +1,43 @@
 """What a cross-encoder backend offers: match logits for one text against a batch of images,
-and, where the model lets the image side run apart (BLIP), that side alone for caching."""
+and, where the model lets the image side run apart (BLIP), that side alone for caching.
+
+On a CPU with native bf16 (AVX512-BF16/AMX) the models can run under bf16 autocast
+($PHOTOSEEK_RERANK_PRECISION: fp32, the default; bf16; or auto, bf16 where the CPU multiplies
+it natively as `--precision auto` decides for indexing, fp32 elsewhere). fp32 stays the
+default: bench/rerank_bench.py measured bf16 2.7x faster only on BLIP's full pair; its cached
+path and ViLT, BridgeTower and FLAVA gained little or nothing (autocast's casts cost as much).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
+
+from indexer.errors import BadModelSpec
+from indexer.models.precision import cpu_has_native_bf16
+
+PRECISION_ENV = "PHOTOSEEK_RERANK_PRECISION"
+RERANK_PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def rerank_precision(device: str, value: str | None = None) -> str:
+    """fp32 or bf16: `value` (else $PHOTOSEEK_RERANK_PRECISION, else fp32) with auto resolved
+    for `device`: bf16 on a CPU with native bf16, fp32 elsewhere (CUDA runs as before)."""
+    chosen = (os.environ.get(PRECISION_ENV, "") if value is None else value).strip() or "fp32"
+    if chosen not in RERANK_PRECISIONS:
+        raise BadModelSpec(
+            f"{PRECISION_ENV}={chosen}: unknown reranker precision "
+            f"(choose one of {', '.join(RERANK_PRECISIONS)})"
+        )
+    if chosen == "auto":
+        return "bf16" if device == "cpu" and cpu_has_native_bf16() else "fp32"
+    return chosen
 
 
 class PairScorer(Protocol):
@@ -44,13 +73,23 @@ class HfScorer:
     model_class = ""  # transformers class the backend loads
     batch = 8
 
-    def __init__(self, model: Any, processor: Any) -> None:
+    def __init__(self, model: Any, processor: Any, precision: str | None = None) -> None:
         import torch
 
         self.torch = torch
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = model.to(self.device).eval()
         self.processor = processor
+        self.precision = rerank_precision(self.device, precision)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """Inference mode, under bf16 autocast when the scorer runs in bf16 (weights stay
+        fp32: autocast runs the matmuls in bf16 and keeps norms and softmax in fp32)."""
+        torch = self.torch
+        bf16 = self.precision == "bf16"
+        with torch.inference_mode(), torch.autocast(self.device, torch.bfloat16, enabled=bf16):
+            yield
 
     @classmethod
     def from_folder(cls, folder: Path) -> HfScorer:
@@ -73,7 +112,7 @@ class HfScorer:
         return {key: value.to(self.device) for key, value in encoded.items()}
 
     def logits(self, text: str, images: Sequence[Image.Image]) -> np.ndarray:
-        with self.torch.inference_mode():
+        with self.running():
             return self.pair_logits(self.inputs(text, images)).float().cpu().numpy()
 
     def pair_logits(self, inputs: dict[str, Any]) -> Any:

@@ -27,7 +27,7 @@ class BlipScorer(HfScorer):
 
     def vision(self, images: Sequence[Image.Image]) -> np.ndarray:
         pixels = self.processor(images=list(images), return_tensors="pt")["pixel_values"]
-        with self.torch.inference_mode():
+        with self.running():
             output = self.model.vision_model(pixel_values=pixels.to(self.device))
             return output.last_hidden_state.float().cpu().numpy()
 
@@ -37,7 +37,7 @@ class BlipScorer(HfScorer):
         n = len(vision)
         ids = encoded["input_ids"].to(self.device).expand(n, -1)
         mask = encoded["attention_mask"].to(self.device).expand(n, -1)
-        with torch.inference_mode():
+        with self.running():
             states = torch.from_numpy(np.ascontiguousarray(vision)).to(self.device)
             states = states.to(self.model.dtype)
             states_mask = torch.ones(states.shape[:-1], dtype=torch.long, device=self.device)
