@@ -376,6 +376,10 @@ class Catalog:
         """The stored captions of those of `ids` that have one (`indexer.store.keywords`)."""
         return keywords.captions_by_id(self.engine, ids)
 
+    def caption_failures(self) -> list[tuple[bytes, str]]:
+        """(path, reason) of the live images captioning failed for, by path."""
+        return keywords.caption_failures(self.engine)
+
     # -- vectors ------------------------------------------------------------------------------
 
     def live_ids(self) -> np.ndarray:

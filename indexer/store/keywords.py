@@ -128,6 +128,21 @@ def captions_by_id(engine: Engine, ids: Iterable[int]) -> dict[int, str]:
     return found
 
 
+def caption_failures(engine: Engine) -> list[tuple[bytes, str]]:
+    """(path, reason) of the live images the recorded captioner could not caption, by path
+    (none on a catalog from before captions)."""
+    with engine.connect() as conn:
+        if not inspect(conn).has_table(image_text.name):
+            return []
+        query = (
+            select(images.c.path, image_text.c.caption_error)
+            .join(image_text, image_text.c.image_id == images.c.id)
+            .where(and_(images.c.status == OK, image_text.c.caption_error.is_not(None)))
+            .order_by(images.c.path)
+        )
+        return [(bytes(path), str(error)) for path, error in conn.execute(query)]
+
+
 def keyword_ranking(
     engine: Engine,
     dialect: ModuleType,

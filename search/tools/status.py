@@ -78,15 +78,17 @@ def _vector_index(directory: Path) -> dict[str, object] | None:
 
 
 def failed_files(directory: Path) -> list[FailedFile]:
-    """Every file recorded with an error, in path order."""
+    """Every file recorded with an error, and every indexed photo its captioner failed on
+    (reason "captioning: …"), in path order."""
     catalog = open_existing(directory)
     try:
         rows = catalog.all_rows(status=ERROR)
+        uncaptioned = catalog.caption_failures()
     finally:
         catalog.close()
-    return sorted(
-        (FailedFile(row.path, row.error or "unknown") for row in rows), key=lambda f: f.path
-    )
+    failed = [FailedFile(row.path, row.error or "unknown") for row in rows]
+    failed += [FailedFile(path, f"captioning: {reason}") for path, reason in uncaptioned]
+    return sorted(failed, key=lambda f: f.path)
 
 
 def _size_on_disk(directory: Path) -> int:

@@ -194,3 +194,8 @@ def test_a_file_that_fails_captioning_is_recorded_and_its_batch_goes_on(
     assert by_name[b"cat_sofa.png"][0] is None and by_name[b"cat_sofa.png"][1]
     assert all(caption for name, (caption, _) in by_name.items() if name != b"cat_sofa.png")
     assert run_index(idx, IndexOptions()).captioned == 0  # not retried by the same captioner
+    listed = run("errors", "--index", str(idx), "--json")  # and `photoseek errors` says why
+    assert listed.returncode == 0, listed.stderr
+    reasons = {os.path.basename(f["path"]): f["reason"] for f in json.loads(listed.stdout)}
+    assert reasons["cat_sofa.png"].startswith("captioning: ")
+    assert reasons["broken.jpg"] and not reasons["broken.jpg"].startswith("captioning")
