@@ -13,4 +13,4 @@ class BridgeTowerScorer(HfScorer):
     model_class = "BridgeTowerForImageAndTextRetrieval"
 
     def pair_logits(self, inputs: dict[str, Any]) -> Any:
-        return match_minus_no_match(self.model(**inputs).logits)
+        return match_minus_no_match(self.inference_model()(**inputs).logits)

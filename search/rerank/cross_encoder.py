@@ -62,7 +62,16 @@ class CrossEncoderReranker:
         return fuse([c.hit for c in kept], logits, self.fusion) if kept else []
 
     def logits(self, text: str, candidates: list[Candidate]) -> tuple[list[Candidate], np.ndarray]:
-        """The candidates that decoded and their match log-odds, in batches of the scorer's."""
+        """The candidates that decoded and their match log-odds, in batches of the scorer's;
+        byte-identical files (copies of one photo) are scored once."""
+        kept, logits = self._distinct_logits(text, list({c.digest: c for c in candidates}.values()))
+        by_digest = dict(zip((c.digest for c in kept), logits.tolist(), strict=True))
+        kept = [c for c in candidates if c.digest in by_digest]
+        return kept, np.array([by_digest[c.digest] for c in kept], dtype=logits.dtype)
+
+    def _distinct_logits(
+        self, text: str, candidates: list[Candidate]
+    ) -> tuple[list[Candidate], np.ndarray]:
         kept: list[Candidate] = []
         parts: list[np.ndarray] = []
         for start in range(0, len(candidates), self.scorer.batch):
@@ -85,7 +94,7 @@ class CrossEncoderReranker:
         otherwise; with the candidates they belong to."""
         assert self.cache is not None and isinstance(self.scorer, SplitScorer)
         cached = {c.digest: self.cache.get(c.digest) for c in batch}
-        missing = [c for c in batch if cached[c.digest] is None]
+        missing = list({c.digest: c for c in batch if cached[c.digest] is None}.values())
         ok, images = self._decoded(missing)
         if ok:
             for c, array in zip(ok, self.scorer.vision(images), strict=True):

@@ -18,5 +18,6 @@ class FlavaScorer(HfScorer):
     model_class = "FlavaForPreTraining"
 
     def pair_logits(self, inputs: dict[str, Any]) -> Any:
-        output = self.model.flava(**inputs, return_dict=True)
-        return match_minus_no_match(self.model.itm_head(output.multimodal_embeddings))
+        model = self.inference_model()
+        output = model.flava(**inputs, return_dict=True)
+        return match_minus_no_match(model.itm_head(output.multimodal_embeddings))

@@ -13,4 +13,4 @@ class ViltScorer(HfScorer):
     model_class = "ViltForImageAndTextRetrieval"
 
     def pair_logits(self, inputs: dict[str, Any]) -> Any:
-        return self.model(**inputs).logits[:, 0]
+        return self.inference_model()(**inputs).logits[:, 0]

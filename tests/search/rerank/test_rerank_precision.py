@@ -92,3 +92,21 @@ def test_an_unknown_precision_is_one_clear_error(monkeypatch):
     monkeypatch.setenv(PRECISION_ENV, "fp8")
     with pytest.raises(BadModelSpec, match=f"{PRECISION_ENV}=fp8: unknown reranker precision"):
         rerank_precision("cpu")
+
+
+def test_the_bf16_copy_scores_as_autocast_over_the_fp32_weights(checkpoint, images, monkeypatch):
+    """Every kind runs bf16 on a copy whose linear layers are bf16 already, so autocast does not
+    recast their weights at every call; it rounds them as autocast would, bit for bit."""
+    _, folder = checkpoint
+    scorer = _scorer(folder, "bf16", monkeypatch)
+    import torch
+
+    got = scorer.logits(TEXT, images)  # type: ignore[attr-defined]
+    copy = scorer.inference_model()  # type: ignore[attr-defined]
+    scorer._bf16_model = scorer.model  # type: ignore[attr-defined]  # autocast over fp32 weights
+    np.testing.assert_array_equal(got, scorer.logits(TEXT, images))  # type: ignore[attr-defined]
+    for module in copy.modules():  # and the scores do come from the copy
+        if isinstance(module, torch.nn.Linear):
+            module.weight.data.zero_()
+    scorer._bf16_model = copy  # type: ignore[attr-defined]
+    assert not np.array_equal(got, scorer.logits(TEXT, images))  # type: ignore[attr-defined]
