@@ -2,7 +2,8 @@
 
 What a pretrained reranker keeps in the index folder lies under `rerank/`: its calibration
 (`<fingerprint>.json`, written by `photoseek calibrate`) and its vision cache
-(`vision/<fingerprint>/`), both keyed by the checkpoint's content fingerprint.
+(`vision/<fingerprint>/`, or `vision/<fingerprint>-bf16/` for states computed in bf16), both
+keyed by the checkpoint's content fingerprint.
 """
 
 from __future__ import annotations
@@ -69,9 +70,20 @@ def open_reranker(spec: str, index_dir: Path, cache_bytes: int | None = None) ->
     else:
         checkpoint = resolve(spec)
         scorer = load(checkpoint)
-    cache = VisionCache(index_dir / RERANK_DIR / "vision" / checkpoint.fingerprint, cache_bytes)
+    cache = VisionCache(
+        index_dir / RERANK_DIR / "vision" / vision_key(checkpoint, scorer), cache_bytes
+    )
     fusion = read_fusion(index_dir, checkpoint.fingerprint)
     return Opened(checkpoint, CrossEncoderReranker(scorer, fusion, cache))
+
+
+def vision_key(checkpoint: Checkpoint, scorer: object) -> str:
+    """The vision cache's folder name: the checkpoint, and the precision its image side ran in
+    when not fp32 (bf16 states differ from fp32 ones in their last bits)."""
+    precision = getattr(scorer, "precision", "fp32")
+    return (
+        checkpoint.fingerprint if precision == "fp32" else f"{checkpoint.fingerprint}-{precision}"
+    )
 
 
 def read_fusion(index_dir: Path, fingerprint: str) -> Fusion:

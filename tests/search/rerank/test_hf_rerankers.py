@@ -200,3 +200,17 @@ def test_rerankers_lists_the_kinds():
     assert result.returncode == 0, result.stderr
     kinds = [k["kind"] for k in json.loads(result.stdout)]
     assert kinds == ["head", "blip", "vilt", "bridgetower", "flava", "photoseek"]
+
+
+def test_bf16_vision_states_are_cached_apart_from_fp32_ones(blip, gallery, monkeypatch):
+    """A cache filled in one precision is never read by runs in the other."""
+    from search.rerank.kinds import open_reranker
+
+    index, _ = gallery
+    monkeypatch.setenv("PHOTOSEEK_RERANK_PRECISION", "fp32")
+    fp32 = open_reranker(str(blip), index)
+    monkeypatch.setenv("PHOTOSEEK_RERANK_PRECISION", "bf16")
+    bf16 = open_reranker(str(blip), index)
+    assert fp32.checkpoint.fingerprint == bf16.checkpoint.fingerprint
+    assert fp32.reranker.cache.folder != bf16.reranker.cache.folder
+    assert fp32.reranker.cache.folder.name == fp32.checkpoint.fingerprint
