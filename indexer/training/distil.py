@@ -5,12 +5,14 @@ The student is the same `ItmHead` `train` fits, on the encoder an index was buil
 fingerprint and the head stays tied to it. The data are plain: image files, and per text the
 images it is scored against (its ITC top-k and the images its edits are scored against) with
 the teacher's match log-odds for each. No true pairing is read anywhere: the teacher's scores
-are the only targets (`indexer.training.distil_losses`: soft BCE or a listwise KL).
+are the only targets (`indexer.training.distil_losses`: soft BCE, a listwise KL or their sum).
 
 Since the towers are frozen, the image patch tokens and the texts' token features are computed
-once; each step runs only the head. A share of the texts is held out: there alpha (of the
-fused score) is the one whose fused ranking agrees best with the teacher's first choice, and
-Platt scaling maps the fused score to the teacher's match probability. `out_dir` then holds an
+once; each step runs only the head. What is trained is the fused score a reranked query ranks
+by, head logit + alpha x ITC logit, with alpha fitted before training as the slope of the
+teacher's scores on ITC inside each text's pool (`itc_weight`): the head learns what ITC
+misses. A share of the texts is held out: there Platt scaling maps the fused score to the
+teacher's match probability. `out_dir` then holds an
 ordinary model folder (`save_model_folder`): `photoseek index --model OUT` stores its tokens and
 `search --rerank` runs it without torch. The train state is rewritten after every epoch, so an
 interrupted run resumes (`indexer.training.checkpoints`).
@@ -18,6 +20,7 @@ interrupted run resumes (`indexer.training.checkpoints`).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -35,7 +38,6 @@ from indexer.models.loading import default_device
 from indexer.models.model_files import save_model_folder
 from indexer.models.pixels import standardise
 from indexer.progress import Progress
-from indexer.training.calibration import ALPHAS
 from indexer.training.checkpoints import STATE_FILE, resume, save_state
 from indexer.training.data import load_pixels
 from indexer.training.distil_losses import LOSSES, distil_loss
@@ -60,7 +62,7 @@ class DistilQuery:
 class DistilOptions:
     """Everything about a distillation run besides its data and encoder."""
 
-    loss: str = "listwise"  # "bce" | "listwise" (`distil_losses.LOSSES`)
+    loss: str = "listwise"  # "bce" | "listwise" | "mix" (`distil_losses.LOSSES`)
     epochs: int = 10
     seed: int = 0
     texts_per_batch: int = 16
@@ -91,6 +93,7 @@ class _Features:
     patches: torch.Tensor  # [N, P, Di] float16, on the CPU
     embeddings: torch.Tensor  # [N, E] float32
     texts: EncodedTexts
+    itc_scale: float = 1.0  # the encoder's logit scale: ITC logit = scale x cosine
 
 
 def distil_head(
@@ -124,35 +127,85 @@ def distil_head(
     train_options = TrainOptions(lr=options.lr, warmup_steps=options.warmup_steps)
     optimizer = build_optimizer(clip, head, train_options)
     setup = {"model": model, "images": len(kept), "queries": len(queries),
-             "options": asdict(options)}  # fmt: skip
+             "targets": _digest(queries), "options": asdict(options)}  # fmt: skip
     start = resume(out / STATE_FILE, setup, clip, head, optimizer)
-    per_epoch = max(1, len(train_rows) // options.texts_per_batch)
-    total = per_epoch * options.epochs
-    started = time.perf_counter()
-    for epoch in range(start, options.epochs):
-        rng = np.random.default_rng([options.seed, epoch])
-        order = rng.permutation(train_rows)
-        for s in range(per_epoch):
-            step = epoch * per_epoch + s
-            set_learning_rate(optimizer, step, total, train_options)
-            rows = order[s * options.texts_per_batch : (s + 1) * options.texts_per_batch]
-            with autocasting(device, autocast), attention_kernels(device):
-                student, teacher, mask = _grid(head, features, queries, rows.tolist(), device)
-                loss = distil_loss(options.loss, student, teacher, mask)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if progress is not None:
-                rate = (step + 1 - start * per_epoch) / max(time.perf_counter() - started, 1e-9)
-                info = f"epoch {epoch + 1}  {options.loss} {float(loss.detach()):.4f}"
-                progress(Progress("distilling", step + 1, total, "steps", info + f"  {rate:.1f}/s"))
-        save_state(out / STATE_FILE, setup, epoch + 1, clip, head, optimizer)
+    features.itc_scale = float(clip.logit_scale.exp())
+    pairs = _pairs(features, queries, train_rows.tolist())
+    alpha = itc_weight(*pairs)
+    if start == 0:  # the head starts at the teacher's level: bce needs not spend epochs on it
+        with torch.no_grad():
+            head.out.bias.fill_(teacher_level(*pairs, alpha))
+    loop = _Loop(head, optimizer, train_options, setup, out / STATE_FILE, clip)
+    _train(loop, features, queries, train_rows, alpha, options, start, progress)
     head.eval()
-    alpha, platt = _calibrate(head, features, queries, held, clip, device)
+    platt = _calibrate(head, features, queries, held, alpha)
     with torch.no_grad():
         head.get_buffer("platt").copy_(torch.tensor(platt))
     fingerprint = save_model_folder(out, clip, head, model_cfg, preprocess, alpha)
     return DistilResult(out, options.epochs - start, alpha, platt, fingerprint, len(held), skipped)
+
+
+@dataclass
+class _Loop:
+    """What the training loop updates and where it saves its state."""
+
+    head: ItmHead
+    optimizer: torch.optim.Optimizer
+    train_options: TrainOptions
+    setup: dict[str, Any]
+    state: Path
+    clip: ClipModel
+
+
+def _train(
+    loop: _Loop,
+    features: _Features,
+    queries: Sequence[DistilQuery],
+    train_rows: np.ndarray,
+    alpha: float,
+    options: DistilOptions,
+    start: int,
+    progress: Callable[[Progress], None] | None,
+) -> None:
+    """The epochs from `start` on: the fused score (head logit + alpha x ITC logit, what a
+    reranked query ranks by) against the teacher's, the state saved after each epoch."""
+    device = next(loop.head.parameters()).device.type
+    autocast = autocast_dtype(options.precision, device)
+    per_epoch = max(1, len(train_rows) // options.texts_per_batch)
+    total = per_epoch * options.epochs
+    started = time.perf_counter()
+    for epoch in range(start, options.epochs):
+        order = np.random.default_rng([options.seed, epoch]).permutation(train_rows)
+        for s in range(per_epoch):
+            step = epoch * per_epoch + s
+            set_learning_rate(loop.optimizer, step, total, loop.train_options)
+            rows = order[s * options.texts_per_batch : (s + 1) * options.texts_per_batch]
+            with autocasting(device, autocast), attention_kernels(device):
+                fused, teacher, mask = _grid(loop.head, features, queries, rows.tolist(), alpha)
+                loss = distil_loss(options.loss, fused, teacher, mask)
+            loop.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            loop.optimizer.step()
+            if progress is not None:
+                rate = (step + 1 - start * per_epoch) / max(time.perf_counter() - started, 1e-9)
+                info = f"epoch {epoch + 1}  {options.loss} {float(loss.detach()):.4f}"
+                progress(Progress("distilling", step + 1, total, "steps", info + f"  {rate:.1f}/s"))
+        save_state(loop.state, loop.setup, epoch + 1, loop.clip, loop.head, loop.optimizer)
+
+
+def itc_weight(teacher: torch.Tensor, itc: torch.Tensor, mask: torch.Tensor) -> float:
+    """Alpha: the slope of the teacher's scores on the ITC logit inside each text's pool
+    (least squares, each text's own mean removed, as a reranking is blind to it), at least 0.
+
+    The student's fused score is head + alpha x ITC; with alpha carrying what ITC already
+    explains of the teacher, the head's capacity goes to what ITC misses (composition). A
+    head trained on the whole score spends it on relearning ITC."""
+    m = mask.float()
+    count = m.sum(dim=1, keepdim=True).clamp(min=1)
+    t = (teacher - (teacher * m).sum(dim=1, keepdim=True) / count) * m
+    x = (itc - (itc * m).sum(dim=1, keepdim=True) / count) * m
+    spread = float((x * x).sum())
+    return max(0.0, float((t * x).sum()) / spread) if spread > 0 else 0.0
 
 
 def _check(
@@ -182,6 +235,15 @@ def _readable(queries: Sequence[DistilQuery], kept: list[int]) -> list[DistilQue
     return out
 
 
+def _digest(queries: Sequence[DistilQuery]) -> str:
+    """A hash of the texts, candidates and teacher scores: a state trained on other targets
+    (another teacher, or the same run's data changed) is never resumed as this run's."""
+    digest = hashlib.sha256()
+    for q in queries:
+        digest.update(repr((q.text, q.images, q.teacher)).encode())
+    return digest.hexdigest()[:16]
+
+
 @torch.no_grad()
 def _features(
     trained: Trained, pixels: torch.Tensor, texts: list[str], autocast: torch.dtype | None
@@ -206,17 +268,46 @@ def _split(count: int, options: DistilOptions) -> tuple[np.ndarray, list[int]]:
     return np.sort(order[held:]), sorted(order[:held].tolist())
 
 
+def teacher_level(
+    teacher: torch.Tensor, itc: torch.Tensor, mask: torch.Tensor, alpha: float
+) -> float:
+    """The mean of the teacher's scores less alpha x ITC over the real pairs: where the head's
+    logit starts, so the fused score starts at the teacher's level."""
+    m = mask.float()
+    return float(((teacher - alpha * itc) * m).sum() / m.sum().clamp(min=1))
+
+
+def _pairs(
+    features: _Features, queries: Sequence[DistilQuery], rows: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Teacher logits, ITC logits and the mask of real candidates, [texts, candidates], for the
+    queries at `rows` (which are also their rows in `features.texts`); on the CPU."""
+    batch = [queries[r] for r in rows]
+    width = max(len(q.images) for q in batch)
+    where = (torch.tensor([b for b, q in enumerate(batch) for _ in q.images]),
+             torch.tensor([c for q in batch for c in range(len(q.images))]))  # fmt: skip
+    image_rows = torch.tensor([i for q in batch for i in q.images])
+    text_rows = torch.tensor(list(rows))[where[0]]
+    image = F.normalize(features.embeddings[image_rows].float(), dim=-1)
+    cosine = (image * F.normalize(features.texts.embeddings[text_rows].float(), dim=-1)).sum(-1)
+    grids = [torch.zeros(len(batch), width) for _ in range(3)]
+    grids[0][where] = torch.tensor([t for q in batch for t in q.teacher])
+    grids[1][where] = features.itc_scale * cosine
+    grids[2][where] = 1.0
+    return grids[0], grids[1], grids[2]
+
+
 def _grid(
     head: ItmHead,
     features: _Features,
     queries: Sequence[DistilQuery],
     rows: Sequence[int],
-    device: str,
+    alpha: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Student logits, teacher logits and the mask of real candidates, [texts, candidates],
-    for the queries at `rows` (which are also their rows in `features.texts`)."""
+    """The student's fused scores, the teacher's logits and the mask of real candidates,
+    [texts, candidates], for the queries at `rows`, on the head's device."""
+    device = next(head.parameters()).device
     batch = [queries[r] for r in rows]
-    width = max(len(q.images) for q in batch)
     text_rows = torch.tensor([b for b, q in enumerate(batch) for _ in q.images])
     columns = torch.tensor([c for q in batch for c in range(len(q.images))])
     image_rows = torch.tensor([i for q in batch for i in q.images])
@@ -229,12 +320,10 @@ def _grid(
     logits = head(texts.tokens[query_ids].to(device), texts.mask[query_ids].to(device), stored,
                   inverse.to(device))  # fmt: skip
     where = (text_rows.to(device), columns.to(device))
+    width = max(len(q.images) for q in batch)
     student = logits.new_zeros(len(batch), width).index_put(where, logits)
-    teacher = torch.zeros(len(batch), width)
-    teacher[text_rows, columns] = torch.tensor([t for q in batch for t in q.teacher])
-    mask = torch.zeros(len(batch), width)
-    mask[text_rows, columns] = 1.0
-    return student, teacher.to(device), mask.to(device)
+    teacher, itc, mask = (t.to(device) for t in _pairs(features, queries, rows))
+    return student + alpha * itc.to(student.dtype), teacher, mask
 
 
 @torch.no_grad()
@@ -243,29 +332,10 @@ def _calibrate(
     features: _Features,
     queries: Sequence[DistilQuery],
     held: list[int],
-    clip: ClipModel,
-    device: str,
-) -> tuple[float, tuple[float, float]]:
-    """Alpha (of `ALPHAS`: the fused ranking's first choice agrees with the teacher's most
-    often) and Platt's (scale, bias) of the fused score on the teacher's match probability,
-    on the held-out texts."""
-    student, teacher, mask = (t.float().cpu() for t in _grid(head, features, queries, held, device))
-    text = F.normalize(features.texts.embeddings, dim=-1)
-    image = F.normalize(features.embeddings, dim=-1)
-    cosine = torch.zeros_like(student)
-    for b, r in enumerate(held):
-        q = queries[r]
-        cosine[b, : len(q.images)] = image[list(q.images)] @ text[r]
-    itc = float(clip.logit_scale.exp()) * cosine
-    hidden = mask == 0
-    first = teacher.masked_fill(hidden, -torch.inf).argmax(dim=1)
-    best = (-1.0, 0.0)
-    for alpha in ALPHAS:
-        fused = (student + alpha * itc).masked_fill(hidden, -torch.inf)
-        agree = float((fused.argmax(dim=1) == first).float().mean())
-        if agree > best[0] + 1e-9:
-            best = (agree, alpha)
-    alpha = best[1]
+    alpha: float,
+) -> tuple[float, float]:
+    """Platt's (scale, bias) of the fused score on the teacher's match probability, on the
+    held-out texts."""
+    fused, teacher, mask = (t.float().cpu() for t in _grid(head, features, queries, held, alpha))
     real = mask.bool()
-    fused = (student + alpha * itc)[real]
-    return alpha, fit_platt(fused, torch.sigmoid(teacher[real]))
+    return fit_platt(fused[real], torch.sigmoid(teacher[real]))

@@ -4,7 +4,8 @@ Both read a [texts, candidates] grid of logits with a mask of the real candidate
 have different numbers of them). `soft_bce` matches each pair's match probability on its own;
 `listwise_kl` matches, per text, the teacher's softmax over its candidates (what a reranking
 reads: the order and the margins inside one query's pool), and is blind to a shift of all of a
-text's logits, which the Platt fit on held-out teacher scores takes care of.
+text's logits, which the Platt fit on held-out teacher scores takes care of; `mix` is their
+sum: listwise's order inside a pool, with bce pinning each text's level to the teacher's.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-LOSSES = ("bce", "listwise")
+LOSSES = ("bce", "listwise", "mix")
 
 
 def soft_bce(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -47,4 +48,6 @@ def distil_loss(
     """The loss `name` (one of `LOSSES`) of a batch's [texts, candidates] logits."""
     if name == "bce":
         return soft_bce(student, teacher, mask)
+    if name == "mix":
+        return listwise_kl(student, teacher, mask) + soft_bce(student, teacher, mask)
     return listwise_kl(student, teacher, mask)

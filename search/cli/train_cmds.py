@@ -50,7 +50,9 @@ def train(
     budget_pairs: Annotated[
         int | None, typer.Option(help="With --teacher: about this many (text, image) pairs")
     ] = None,
-    loss: Annotated[str, typer.Option(help="With --teacher: bce or listwise")] = "listwise",
+    loss: Annotated[
+        str, typer.Option(help="With --teacher: bce, listwise or mix (their sum)")
+    ] = "listwise",
     epochs: Annotated[int, typer.Option(help="Passes over the pairs")] = 10,
     seed: Annotated[int, typer.Option(help="Same seed and data, same weights")] = 0,
     batch_size: Annotated[int, typer.Option(help="Pairs per step")] = 128,

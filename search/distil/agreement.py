@@ -16,11 +16,12 @@ import numpy as np
 from indexer.models.model_files import RERANK_K
 from indexer.progress import Progress
 from search.distil.candidates import TextCandidates
+from search.distil.judgement import open_teacher
 from search.distil.teacher import score_all
 from search.distil.teacher_cache import TeacherCache
 from search.distil.texts import text_pool
 from search.query import Term
-from search.rerank.kinds import RERANK_DIR, open_reranker
+from search.rerank.kinds import RERANK_DIR
 from search.wiring import build_engine
 
 
@@ -61,9 +62,9 @@ def index_agreement(
     progress: Callable[[Progress], None] | None = None,
 ) -> dict[str, float]:
     """Agreement of the index's head with `teacher` on each text's ITC top-`rerank_k`; the
-    teacher's scores are cached under the index's rerank/teacher/<fingerprint>/."""
+    teacher's scores are cached under the index's rerank/teacher/<teacher key>/."""
     texts = text_pool(texts_file)
-    opened = open_reranker(teacher, index_dir)
+    opened = open_teacher(teacher, index_dir)
     student: dict[str, dict[int, float]] = {}
     pools = []
     with build_engine(index_dir) as engine:
@@ -71,7 +72,7 @@ def index_agreement(
             hits = engine.search([Term(text=text)], k=rerank_k, rerank_k=rerank_k)
             student[text] = {h.id: h.score for h in hits}
             pools.append(TextCandidates(text, hits))
-    cache = TeacherCache(index_dir / RERANK_DIR / "teacher" / opened.checkpoint.fingerprint)
+    cache = TeacherCache(index_dir / RERANK_DIR / "teacher" / opened.key)
     scored = score_all(opened.reranker, cache, pools, progress=progress)
     students = [np.array([student[p.text][h.id] for h in p.hits]) for p in scored]
     return agreement(students, [np.array(p.teacher) for p in scored])

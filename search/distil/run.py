@@ -1,7 +1,8 @@
 """`photoseek train --teacher`: distil a teacher reranker into the index model's head.
 
 The stages: the text pool and its edits; each text's ITC top-k from the index; the teacher's
-scores of those pairs (cached under OUT/teacher-scores/<teacher fingerprint>/, so a rerun skips
+scores of those pairs, the log-odds of the match probability it reports
+(`search.distil.judgement`; cached under OUT/teacher-scores/<teacher key>/, so a rerun skips
 what is scored); then `indexer.training.distil.distil_head` on the index's own encoder, fed
 plain file paths and numbers. OUT becomes an ordinary model folder: `photoseek index --model
 OUT` stores its head's tokens and `search --rerank` uses it torch-free.
@@ -19,10 +20,10 @@ from indexer.models.model_files import RERANK_K
 from indexer.progress import Progress
 from indexer.training.distil import DistilOptions, DistilQuery, DistilResult, distil_head
 from search.distil.candidates import itc_candidates, within_budget
+from search.distil.judgement import open_teacher
 from search.distil.teacher import Scored, score_all
 from search.distil.teacher_cache import TeacherCache
 from search.distil.texts import text_pool
-from search.rerank.kinds import open_reranker
 from search.wiring import build_engine
 
 SCORES_DIR = "teacher-scores"
@@ -85,12 +86,12 @@ def teacher_scores(
 ) -> tuple[TeacherScores, str]:
     """The teacher's scores of the pools of the text pool, and the index's `--model` spec."""
     texts = text_pool(settings.texts_file)
-    opened = open_reranker(teacher, index_dir)
+    opened = open_teacher(teacher, index_dir)
     with build_engine(index_dir) as engine:
         pools = itc_candidates(engine, texts, settings.rerank_k)
         model = engine.record.identity.spec
     pools = within_budget(pools, settings.budget_pairs, settings.options.seed)
-    cache = TeacherCache(out / SCORES_DIR / opened.checkpoint.fingerprint)
+    cache = TeacherCache(out / SCORES_DIR / opened.key)
     started = time.perf_counter()
     scored = score_all(opened.reranker, cache, pools, settings.batch_pairs, progress)
     return TeacherScores(scored, time.perf_counter() - started), model

@@ -5,12 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from helpers import photo_folder
 from indexer.errors import BadInput
 from indexer.models.model_files import HEAD_FILE
 from indexer.training.checkpoints import STATE_FILE
-from indexer.training.distil import DistilOptions, DistilQuery, distil_head
+from indexer.training.distil import (
+    DistilOptions,
+    DistilQuery,
+    distil_head,
+    itc_weight,
+    teacher_level,
+)
 from indexer.training.trained import load_trained
 
 
@@ -51,3 +58,34 @@ def test_bad_distil_data_is_refused(tmp_path: Path, tiny_checkpoint: str):
     bad = [DistilQuery("x", (0, 5), (1.0, 2.0)), DistilQuery("y", (0,), (1.0,))]
     with pytest.raises(BadInput, match="do not match"):
         distil_head(tiny_checkpoint, images, bad, tmp_path)
+
+
+def test_a_finished_run_with_other_teacher_scores_is_not_resumed(tmp_path: Path, tiny_checkpoint):
+    """Same options and sizes, other targets (another teacher, or its scores redefined): the
+    state in OUT was trained on the old ones and must not pass for this run's."""
+    images = sorted(str(p) for p in photo_folder(tmp_path, 4).iterdir())
+    options = DistilOptions(epochs=1, texts_per_batch=4, loss="bce")
+    queries = _queries(6, 4)
+    distil_head(tiny_checkpoint, images, queries, tmp_path / "out", options, device="cpu")
+    flipped = [DistilQuery(q.text, q.images, tuple(-t for t in q.teacher)) for q in queries]
+    with pytest.raises(BadInput, match="other settings"):
+        distil_head(tiny_checkpoint, images, flipped, tmp_path / "out", options, device="cpu")
+
+
+def test_alpha_is_the_teachers_slope_on_itc_inside_each_pool():
+    """The fused student is head + alpha x ITC: alpha takes what ITC explains of the teacher,
+    whatever each text's level, so the head is left to learn the rest."""
+    g = torch.Generator().manual_seed(0)
+    itc = torch.randn(5, 8, generator=g) * 4
+    mask = torch.ones(5, 8)
+    mask[2, 5:] = 0
+    levels = torch.randn(5, 1, generator=g) * 10  # a reranking is blind to these
+    teacher = 3.0 * itc + levels + 0.01 * torch.randn(5, 8, generator=g)
+    teacher[mask == 0] = 1e3  # padding must not count
+    assert itc_weight(teacher, itc, mask) == pytest.approx(3.0, abs=0.01)
+    assert itc_weight(-teacher, itc, mask) == 0.0  # never against ITC
+    assert itc_weight(teacher, torch.zeros_like(itc), mask) == 0.0
+    # where the head's logit starts: the mean level the teacher puts on top of alpha x ITC
+    real = mask.bool()
+    expected = float((teacher - 3.0 * itc)[real].mean())
+    assert teacher_level(teacher, itc, mask, 3.0) == pytest.approx(expected, rel=1e-5)

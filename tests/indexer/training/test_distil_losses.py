@@ -57,7 +57,7 @@ def test_soft_bce_matches_the_teachers_probability():
 
 def test_losses_train_a_student_towards_the_teacher():
     _, teacher, mask = _grid(3)
-    for name in ("bce", "listwise"):
+    for name in ("bce", "listwise", "mix"):
         student = torch.zeros_like(teacher, requires_grad=True)
         optimizer = torch.optim.Adam([student], lr=0.1)
         for _ in range(300):
@@ -68,3 +68,12 @@ def test_losses_train_a_student_towards_the_teacher():
         top = (student.detach()[:3].masked_fill(~real, -math.inf).argmax(1),
                teacher[:3].masked_fill(~real, -math.inf).argmax(1))  # fmt: skip
         assert torch.equal(*top), name
+
+
+def test_mix_is_listwise_plus_bce_and_pins_each_texts_level():
+    student, teacher, mask = _grid(4)
+    mixed = float(distil_loss("mix", student, teacher, mask))
+    parts = float(listwise_kl(student, teacher, mask)) + float(soft_bce(student, teacher, mask))
+    assert mixed == pytest.approx(parts, rel=1e-5)
+    # unlike listwise alone, a shift of a text's logits costs: the level is learned too
+    assert float(distil_loss("mix", student + 5.0, teacher, mask)) > mixed + 0.1
