@@ -1,7 +1,8 @@
 """Vector index benchmark at scale: N x 512 vectors through photoseek's own builder and tuner.
 
     nice -n 10 .venv/bin/python bench/vector_scale.py --n 1000000 [--max-index-memory 2G]
-        [--cache /work/bench-cache/vector-scale] [--queries 200] [--seed 0]
+        [--cache /work/bench-cache/vector-scale] [--queries 200] [--seed 0] [--threads 1]
+        [--rebuild]
 
 The collection: a mixture that is not trivially clustered. 70% of the vectors come from many
 small anisotropic clusters (one per ~200 vectors, sizes drawn from a power law, each centre
@@ -12,13 +13,20 @@ Every chunk of CHUNK vectors comes from (seed, chunk number) alone, so the strea
 it is written once, as float16, to a file that is memory-mapped and read by id (the collection
 is defined as those float16 values, exact ground truth included). Never in memory whole.
 
+Killed at any point, a run resumes: the data file is written under a `.part` name with a count
+of the chunks already flushed beside it (generation goes on from there, and the file is renamed
+into place once whole); the index is saved atomically and its build's figures (`build.json`)
+written after it, so an index with figures is reused (`--rebuild` builds it again) and one
+without them is built afresh; the exact answers to the fresh queries are cached the same way.
+
 The index is built by `indexer.store.vector_store.build_streaming`, the indexer's own path
 (choice within the memory budget, training on a sample, adding in chunks, tuning nprobe /
 efSearch / the refine shortlist on held-out queries to recall@10 >= 0.95); only the source of
 vectors differs: the float16 file here, the catalog in photoseek. The search is the store's
 own, with its PQ shortlist re-scored from that file (`exact=`), as a reader re-scores from the
 catalog. A fresh process loads the saved file (memory-mapped when larger than half the RAM
-available) and times warm single queries; recall@10 is against a chunked brute-force scan.
+available) and times warm single queries on `--threads` faiss threads (1: as `photoseek serve`
+runs each search); recall@10 is against a chunked brute-force scan.
 
 Memory, counted honestly: `index_resident_bytes` is what the index keeps in RAM (codes, ids,
 centroids, graph, rotation); the re-scoring reads refine*k vectors per query from the float16
@@ -30,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import multiprocessing
 import os
 import resource
@@ -87,19 +96,25 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def ensure_data(cache: Path, n: int, seed: int) -> Path:
-    """The float16 file of the stream, written chunk by chunk once."""
+    """The float16 file of the stream, written chunk by chunk once (resumed where it stopped)."""
     path = cache / f"vectors-v2-{n}-{seed}.f16"
     if path.exists():  # renamed into place once complete
         return path
     cache.mkdir(parents=True, exist_ok=True)
     params = mixture_params(n, seed)
-    temp = path.with_suffix(".part")
-    out = np.lib.format.open_memmap(temp, mode="w+", dtype=np.float16, shape=(n, DIM))
+    temp, done = path.with_suffix(".part"), path.with_suffix(".part.chunks")
+    start_at = int(done.read_text()) if temp.exists() and done.exists() else 0
+    mode = "r+" if start_at else "w+"
+    out = np.lib.format.open_memmap(temp, mode=mode, dtype=np.float16, shape=(n, DIM))
     for number, start in enumerate(range(0, n, CHUNK)):
+        if number < start_at:
+            continue
         out[start : start + CHUNK] = chunk_vectors(params, seed, number, min(CHUNK, n - start))
-    out.flush()
+        out.flush()  # on disk before the count says so: a kill never skips a chunk
+        done.write_text(str(number + 1))
     del out
     temp.rename(path)
+    done.unlink()
     return path
 
 
@@ -149,6 +164,8 @@ def build(data_path: Path, index_dir: Path, budget: int | None) -> dict:
     from indexer.store.index_choice import estimate_bytes
     from indexer.store.vector_store import build_streaming, choose_index
 
+    # The builder's own progress (training, tuning), timestamped: where a long build's time goes.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     data = open_data(data_path)
     n = len(data)
     ids = np.arange(1, n + 1, dtype=np.int64)
@@ -159,25 +176,49 @@ def build(data_path: Path, index_dir: Path, budget: int | None) -> dict:
     store.save(index_dir)
     choice = choose_index(n, DIM, budget)
     record = json.loads((index_dir / "vectors.json").read_text())
-    return {
+    built = {
         "build_s": round(seconds, 1),
         "record": record,
         "index_resident_bytes": estimate_bytes(choice, n, DIM),
         "build_memory": rss(),
+        "build_loadavg_at_end": os.getloadavg(),
     }
+    _write_atomically(index_dir / "build.json", json.dumps(built) + "\n")
+    return built
 
 
-def serve(data_path: Path, index_dir: Path, seed: int, count: int) -> dict:
+def _write_atomically(path: Path, text: str) -> None:
+    temp = path.with_suffix(".tmp")
+    temp.write_text(text)
+    temp.replace(path)
+
+
+def cached_truth(data_path: Path, queries: np.ndarray, seed: int) -> np.ndarray:
+    """The exact top-K of the fresh queries, scanned once and kept beside the data."""
+    path = data_path.with_name(f"{data_path.stem}-truth-{seed}-{len(queries)}.npy")
+    if path.exists():
+        return np.load(path)
+    truth = ground_truth(open_data(data_path), queries)
+    temp = path.with_suffix(".tmp.npy")
+    np.save(temp, truth)
+    temp.replace(path)
+    return truth
+
+
+def serve(data_path: Path, index_dir: Path, seed: int, count: int, threads: int) -> dict:
     """Load the saved index in a fresh process; warm single-query latency and recall@10."""
+    import faiss
+
     from indexer.store.index_tuning import recall_at
     from indexer.store.vector_store import VectorStore
 
+    faiss.omp_set_num_threads(threads)
     data = open_data(data_path)
     before = rss()
     store = VectorStore.load(index_dir, DIM)
     loaded = rss()
     queries = queries_for(len(data), seed, count)
-    truth = ground_truth(data, queries)
+    truth = cached_truth(data_path, queries, seed)
     exact = reader(data)
     _, found = store.search(queries, K, exact=exact)
     for row in queries[:20]:  # warm-up
@@ -190,11 +231,13 @@ def serve(data_path: Path, index_dir: Path, seed: int, count: int) -> dict:
         times.append((time.perf_counter() - started) * 1e3)
     return {
         "mapped": store.mapped,
+        "faiss_threads": threads,
         "recall_at_10": round(recall_at(found, truth), 4),
         "p50_ms": round(float(np.percentile(times, 50)), 2),
         "p95_ms": round(float(np.percentile(times, 95)), 2),
         "index_anon_rss_mb": round(loaded["RssAnon"] - before["RssAnon"], 1),
         "serve_memory": rss(),
+        "serve_loadavg_at_end": os.getloadavg(),
     }
 
 
@@ -210,19 +253,30 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="faiss threads while serving")
+    parser.add_argument(
+        "--rebuild", action="store_true", help="build even if a built index is there"
+    )
     args = parser.parse_args(argv)
     from indexer.store.index_choice import parse_size
 
     budget = parse_size(args.max_index_memory) if args.max_index_memory else None
+    loadavg_at_start = os.getloadavg()
     started = time.perf_counter()
     data_path = ensure_data(args.cache, args.n, args.seed)
     print(f"data: {data_path} ({time.perf_counter() - started:.0f}s)", flush=True)
-    label = f"v2-{args.n}-{args.seed}-{args.max_index_memory or 'default'}"
+    # v3: fast-scan PQ codes, at most 8,192 lists (v2 indexes were 8-bit PQ)
+    label = f"v3-{args.n}-{args.seed}-{args.max_index_memory or 'default'}"
     index_dir = args.cache / f"index-{label}"
-    built = in_child(build, data_path, index_dir, budget)
+    done = index_dir / "build.json"
+    if done.exists() and (index_dir / "vectors.faiss").exists() and not args.rebuild:
+        built = {**json.loads(done.read_text()), "reused_index": True}
+    else:
+        built = in_child(build, data_path, index_dir, budget)
     print(json.dumps(built), flush=True)
-    served = in_child(serve, data_path, index_dir, args.seed, args.queries)
+    served = in_child(serve, data_path, index_dir, args.seed, args.queries, args.threads)
     result = {
+        "command": " ".join(["bench/vector_scale.py", *argv]),
         "n": args.n,
         "dim": DIM,
         "max_index_memory": args.max_index_memory,
@@ -234,6 +288,8 @@ def main(argv: list[str]) -> None:
         **built,
         **served,
         "cpus": os.cpu_count(),
+        "niceness": os.nice(0),
+        "loadavg_at_start": loadavg_at_start,
         "loadavg_at_end": os.getloadavg(),
     }
     out = REPO / "bench" / "out" / f"vector_scale-{label}.json"

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from indexer import atomic
-from indexer.store import index_choice
+from indexer.store import centroid_scan, index_choice
 from indexer.store.flat_scan import FlatVectors, read_flat, rescore, search_flat
 from indexer.store.index_choice import IndexChoice, available_memory, default_budget
 from indexer.store.index_tuning import Exact, tune
@@ -52,6 +52,10 @@ BUILD_CHUNK = 50_000
 # k-means rounds for the lists and OPQ rounds for the rotation (faiss: 25 and 50); beyond 10
 # either barely moves.
 TRAIN_ITERATIONS = 10
+# The centroid graph's search depth while a build adds vectors (tuning sets it for queries after):
+# the graph finds each added vector's list, and at a query's depth (hundreds) assigning 10M
+# vectors takes longer than the k-means. 16 is faiss' default, which autofaiss builds with.
+ADD_EF_SEARCH = 16
 # Points the PQ codebooks and the OPQ rotation train on (faiss: 65,536): k-means on 4-float
 # sub-vectors runs far below the machine's matmul speed, so this bounds the build on CPUs.
 PQ_TRAIN_POINTS = 16_384
@@ -192,7 +196,7 @@ class VectorStore:
         if self.is_exact():
             return "flat"
         ivf = faiss.downcast_index(faiss.extract_index_ivf(self.index))
-        return "pq" if isinstance(ivf, faiss.IndexIVFPQ) else "ivf"
+        return "pq" if isinstance(ivf, faiss.IndexIVFPQ | faiss.IndexIVFPQFastScan) else "ivf"
 
     @property
     def nprobe(self) -> int:
@@ -294,8 +298,9 @@ class VectorStore:
             # A selective filter leaves few candidates per list: probe more lists, up to all.
             share = max(passing / max(len(self), 1), 1e-9)
             nprobe = min(ivf.nlist, int(np.ceil(ivf.nprobe / share)))
-        if selector is None and nprobe == ivf.nprobe:
-            scores, ids = self._search_index(k).search(queries, k)
+        index = self._search_index(k)
+        if index is not self.index and selector is None and nprobe == ivf.nprobe:
+            scores, ids = index.search(queries, k)  # the GPU copy
         else:
             scores, ids = self._probe(queries, k, selector, nprobe)
         # The probed lists may hold fewer than k that pass: probe more, up to all of them
@@ -309,12 +314,15 @@ class VectorStore:
     def _probe(
         self, queries: np.ndarray, k: int, selector: faiss.IDSelector | None, nprobe: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Search `nprobe` lists; a centroid graph is searched at least that deep, or it finds
-        fewer lists than asked (and 'every list' would miss some)."""
+        """Search `nprobe` lists; a centroid graph is searched at least that deep (or it finds
+        fewer lists than asked), or its centroids scanned when that is cheaper."""
         params = faiss.SearchParametersIVF()
         params.nprobe = nprobe
         if selector is not None:
             params.sel = selector
+        hnsw, nlist = self._hnsw(), faiss.extract_index_ivf(self.index).nlist
+        if hnsw is not None and centroid_scan.scan_is_cheaper(max(self.ef_search, nprobe), nlist):
+            return centroid_scan.search(self.index, hnsw, queries, k, params)
         # Referenced by params: alive until the search ends. (faiss' stubs lack the class.)
         graph = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
         if (ef := self.ef_search) and nprobe > ef:
@@ -401,6 +409,8 @@ def build_streaming(
         _fewer_iterations(store.index)
         store.index.train(np.ascontiguousarray(read(sample), np.float32))
         store.trained_for = len(ids)
+    if store._hnsw() is not None:  # the graph assigns each added vector to its list
+        store.set_search(choice.nprobe, ADD_EF_SEARCH, choice.refine)
     for start in range(0, len(ids), chunk):
         part = ids[start : start + chunk]
         store.add(part, read(part))
@@ -422,9 +432,9 @@ def _fewer_iterations(index: faiss.Index) -> None:
                 transform.niter = transform.niter_pq_0 = TRAIN_ITERATIONS
                 transform.max_train_points = PQ_TRAIN_POINTS
     ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
-    if isinstance(ivf, faiss.IndexIVFPQ):  # its codebooks: 256 centres per sub-vector
+    if isinstance(ivf, faiss.IndexIVFPQ | faiss.IndexIVFPQFastScan):  # its codebooks
         ivf.pq.cp.niter = TRAIN_ITERATIONS
-        ivf.pq.cp.max_points_per_centroid = PQ_TRAIN_POINTS // 256
+        ivf.pq.cp.max_points_per_centroid = PQ_TRAIN_POINTS // ivf.pq.ksub
 
 
 def outgrown(store: VectorStore, count: int, budget: int | None = None) -> bool:

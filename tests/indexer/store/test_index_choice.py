@@ -11,7 +11,7 @@ import pytest
 from indexer.errors import BadInput
 from indexer.store import index_choice, vector_store
 from indexer.store.catalog import Catalog, NewImage
-from indexer.store.index_choice import IndexChoice, choose, estimate_bytes, parse_size
+from indexer.store.index_choice import choose, estimate_bytes, parse_size
 from indexer.store.index_tuning import exact_top, recall_at
 from indexer.store.live_view import LiveVectors
 from indexer.store.vector_store import VectorStore, build_streaming, choose_index, refresh, sync
@@ -46,18 +46,30 @@ def test_the_choice_follows_size_dimension_and_budget():
     ivf = choose(1_000_000, 512, 8 * gb, 100_000)
     assert ivf.kind == "ivf" and ivf.factory == f"IVF{ivf.nlist},Flat"
     assert 4 * 1000 <= ivf.nlist <= 16 * 1000  # 4-16 sqrt(n)
-    # 10M x 512 float32 is 20 GB: only PQ codes fit 2 GB, the largest code that does.
+    # 10M x 512 float32 is 20 GB: only PQ codes fit 2 GB, fast-scan ones of 4-float parts.
     pq = choose(10_000_000, 512, 2 * gb, 100_000)
-    assert (
-        pq.kind == "pq" and pq.factory == f"OPQ{pq.pq_bytes},IVF{pq.nlist}_HNSW32,PQ{pq.pq_bytes}"
-    )
+    m = pq.pq_parts
+    assert pq.kind == "pq" and pq.factory == f"OPQ{m},IVF{pq.nlist}_HNSW32,PQ{m}x4fs"
+    assert m == 512 // 4 and pq.code_bytes == m // 2
     assert estimate_bytes(pq, 10_000_000, 512) <= 2 * gb
-    bigger = IndexChoice("x", nlist=pq.nlist, pq_bytes=2 * pq.pq_bytes)
-    assert estimate_bytes(bigger, 10_000_000, 512) > 2 * gb
     assert pq.refine > 0 and pq.ef_search > 0
-    assert choose(10_000_000, 512, gb, 100_000).pq_bytes < pq.pq_bytes
+    # A smaller budget takes coarser codes; one too small for any, the coarsest.
+    assert choose(10_000_000, 512, 300 << 20, 100_000).pq_parts == 512 // 16
+    assert choose(10_000_000, 512, 1 << 20, 100_000).pq_parts == 512 // 128
     # A code must divide the dimension (OPQ and PQ split the vector into equal parts).
-    assert 100 % choose(1_000_000, 100, 64 << 20, 100_000).pq_bytes == 0
+    assert 100 % choose(1_000_000, 100, 64 << 20, 100_000).pq_parts == 0
+
+
+def test_the_k_means_stays_affordable_at_ten_million():
+    # 4*sqrt(n) lists up to a cap: k-means cost grows as lists squared (points follow lists).
+    one = choose(1_000_000, 512, 200 << 20, 100_000)
+    assert one.nlist == 4096 and index_choice.training_size(one, 1_000_000) == 40 * 4096
+    ten = choose(10_000_000, 512, 2 << 30, 100_000)
+    assert ten.nlist == index_choice.MAX_LISTS == 8192
+    # A few tens of points per list, never the 40 x 16,384 the uncapped rule would want.
+    assert index_choice.training_size(ten, 10_000_000) == index_choice.MAX_TRAIN_POINTS
+    assert 30 <= index_choice.MAX_TRAIN_POINTS / ten.nlist < index_choice.TRAIN_PER_LIST
+    assert choose(10**9, 512, 1 << 40, 100_000).nlist == 8192
 
 
 def test_the_default_budget_is_a_share_of_the_machine():
@@ -122,6 +134,7 @@ def test_a_pq_index_is_tuned_to_the_recall_target_and_records_it(pq_index):
     assert again.recall is not None and again.recall >= 0.95
     record = json.loads((directory / "vectors.json").read_text())
     assert record["factory"].startswith("OPQ") and "_HNSW32,PQ" in record["factory"]
+    assert record["factory"].endswith("x4fs") and record["index_type"] == "IndexPreTransform"
     assert record["trained_for"] == 2000 and record["recall"] == again.recall
     # Loaded again, the tuned settings come back.
     tuned = (record["nprobe"], record["ef_search"], record["refine"])
@@ -222,3 +235,28 @@ def test_too_short_lists_widen_the_probe_step_by_step_not_to_every_list(monkeypa
     assert (found >= 0).all() and len(set(found[0].tolist())) == 20
     # 1 list, then 4, maybe 16: never a scan of all 256 for a shortlist of 20.
     assert stats.nq >= 1 and stats.nlist < 256
+
+
+def test_a_deep_probe_scans_the_centroids_instead_of_walking_the_graph(pq_index):
+    directory, _, _, _ = pq_index
+    store = VectorStore.load(directory, PQ_DIM)
+    nlist = faiss.extract_index_ivf(store.index).nlist
+    queries = mixture(20, PQ_DIM, 11)
+    stats = faiss.cvar.hnsw_stats
+    # Deep: 64 of 256 lists. The graph would compute more distances than there are centroids.
+    store.set_search(64, 128, 0)
+    stats.reset()
+    _, found = store.search(queries, 10)
+    assert stats.ndis == 0  # no graph walk
+    # The same lists as a graph searched to every node (which finds the exact nearest lists).
+    params = faiss.SearchParametersIVF()
+    params.nprobe = 64
+    graph = faiss.SearchParametersHNSW()
+    graph.efSearch = nlist
+    params.quantizer_params = graph
+    assert (found == store.index.search(queries, 10, params=params)[1]).all()
+    # Shallow: a few lists, the graph pays.
+    store.set_search(2, 4, 0)
+    stats.reset()
+    store.search(queries, 10)
+    assert stats.ndis > 0
