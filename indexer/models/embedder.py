@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from indexer.models.loading import LoadedModel, ModelIdentity
 from indexer.models.pixels import standardise
+
+if TYPE_CHECKING:
+    import torch
+
+# Images standardised at once on the way to a half-precision tower (`_tower_input`).
+_CHUNK = 4
 
 
 class Embedder(Protocol):
@@ -48,8 +54,7 @@ class ImageEmbedder:
         torch = self._torch
         loaded, head = self._loaded, self._loaded.head
         with torch.inference_mode():
-            x = torch.from_numpy(pixels).to(loaded.device).permute(0, 3, 1, 2)
-            x = standardise(x, loaded.mean, loaded.std).to(loaded.dtype)
+            x = self._tower_input(pixels)
             if head is None:
                 features, tokens = loaded.model.encode_image(x), None
             else:
@@ -60,6 +65,23 @@ class ImageEmbedder:
                 tokens = tokens.cpu().numpy()
             features = torch.nn.functional.normalize(features.float(), dim=-1)
         return features.cpu().numpy(), tokens
+
+    def _tower_input(self, pixels: np.ndarray) -> torch.Tensor:
+        """The standardised batch [B, 3, S, S] in the tower's dtype, with the decoder's strides.
+
+        In bf16 or fp16 the float32 step is taken `_CHUNK` images at a time: for a whole batch it
+        sat beside its cast copy (32 images at 256 px: 25 MB + 12.6 MB at once). Element by
+        element, so the values are the one-shot cast's.
+        """
+        torch, loaded = self._torch, self._loaded
+        batch = torch.from_numpy(pixels).to(loaded.device).permute(0, 3, 1, 2)
+        if loaded.dtype == torch.float32:
+            return standardise(batch, loaded.mean, loaded.std)
+        x = torch.empty_like(batch, dtype=loaded.dtype)  # keeps the permuted strides
+        for start in range(0, len(batch), _CHUNK):
+            chunk = batch[start : start + _CHUNK]
+            x[start : start + _CHUNK] = standardise(chunk, loaded.mean, loaded.std)
+        return x
 
 
 def embed_texts(loaded: LoadedModel, texts: list[str]) -> np.ndarray:

@@ -116,9 +116,11 @@ def index(
 
     from indexer.locations import index_dir as resolve_index
     from indexer.media.discovery import WalkOptions
+    from indexer.memory import lean_indexing_process
     from indexer.pipeline import IndexOptions, run_index
     from indexer.store.index_choice import parse_size
 
+    lean_indexing_process()  # before any thread starts: it sets how threads share malloc
     options = IndexOptions(
         roots=tuple(paths or ()),
         model=model,
