@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Generic, Protocol, Self, TypeVar
 
@@ -24,6 +25,7 @@ from search.encoders.towers import TextEncoder
 from search.engine import Knn
 
 MAX_BATCH = 32  # texts per tower run: beyond this a batch's wait outgrows what it saves
+RECENT_TEXTS = 1024  # query embeddings a server keeps (2 KB each for a 512-d model)
 Item = TypeVar("Item")
 
 
@@ -111,17 +113,54 @@ class Coalescer(Generic[Item, RowsT]):
         return batch
 
 
+class RecentEmbeddings:
+    """The embeddings of the last `size` distinct texts, least recently used out first."""
+
+    def __init__(self, size: int = RECENT_TEXTS) -> None:
+        self._rows: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, text: str) -> np.ndarray | None:
+        with self._lock:
+            row = self._rows.get(text)
+            if row is not None:
+                self._rows.move_to_end(text)
+            return row
+
+    def put(self, text: str, row: np.ndarray) -> None:
+        row = row.copy()
+        row.setflags(write=False)  # shared by every later caller: np.stack hands out copies
+        with self._lock:
+            self._rows[text] = row
+            self._rows.move_to_end(text)
+            while len(self._rows) > self._size:
+                self._rows.popitem(last=False)
+
+
 class CoalescingTextEncoder(TextEncoder):
     """The text tower for a server: concurrent `encode` calls share tower runs (`Coalescer`),
     on every core, but with pool threads that sleep between runs: spinning ones (the default)
-    took half of a loaded 2-core CPU from the requests' FAISS and Python work."""
+    took half of a loaded 2-core CPU from the requests' FAISS and Python work. A text embedded
+    lately is not embedded again (`RecentEmbeddings`): the page asks for the next page of
+    results with the same query, and people repeat queries."""
 
     def __init__(self, folder: str | os.PathLike[str], max_batch: int = MAX_BATCH) -> None:
         super().__init__(folder, threads=os.cpu_count() or 1)
         self.coalescer = Coalescer(super().encode, max_batch)
+        self.recent = RecentEmbeddings()
 
     def encode(self, texts: str | Sequence[str]) -> np.ndarray:
-        return self.coalescer([texts] if isinstance(texts, str) else list(texts))
+        batch = [texts] if isinstance(texts, str) else list(texts)
+        found = {text: row for text in batch if (row := self.recent.get(text)) is not None}
+        missing = [text for text in dict.fromkeys(batch) if text not in found]
+        if missing:
+            for text, row in zip(missing, self.coalescer(missing), strict=True):
+                found[text] = row
+                self.recent.put(text, row)
+        if not batch:
+            return np.empty((0, self.spec.embed_dim), dtype=np.float32)
+        return np.stack([found[text] for text in batch])
 
 
 Query = tuple[np.ndarray, int]  # one query vector [d], and its k

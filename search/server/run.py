@@ -38,19 +38,8 @@ def serve(config: ServerConfig, sock: socket.socket, on_ready: Callable[[], None
 
     from search.server.app import create_app
 
-    _one_thread_per_search()
     app = create_app(config, on_ready)
     server = uvicorn.Server(
         uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
     )
     server.run(sockets=[sock])
-
-
-def _one_thread_per_search() -> None:
-    """FAISS searches on one OpenMP thread each: the server runs many at once, on threads of
-    its own, and a team of OpenMP threads per search only spins on the cores the others (and
-    the text tower) need; a 10k exact search then costs ~40% less CPU. This process is the
-    server's own, so the setting changes nothing behind another caller's back."""
-    import faiss
-
-    faiss.omp_set_num_threads(1)

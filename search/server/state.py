@@ -84,6 +84,7 @@ class EngineHolder:
     def _reopen(self) -> None:
         from search.server.batching import CoalescingKnn, CoalescingTextEncoder
         from search.server.text_int8 import Int8TextEncoder
+        from search.server.threads import OneThreadKnn
         from search.wiring import Preload, build_engine
 
         old = self._engine
@@ -100,8 +101,9 @@ class EngineHolder:
             self._missing, self._missing_at = e, time.monotonic()
             log.warning("cannot open the index: %s", e)
             return
-        if fresh.store.is_exact() and not self.gpu:
-            fresh.knn = CoalescingKnn(fresh.knn)
+        if not self.gpu:
+            one_thread = OneThreadKnn(fresh.knn)
+            fresh.knn = CoalescingKnn(one_thread) if fresh.store.is_exact() else one_thread
         self._engine, self._missing = fresh, None
         self._seen = self.fingerprint()  # now with the new catalog's generation in it
         self.generation += 1

@@ -169,3 +169,28 @@ def test_a_server_asked_for_int8_text_searches_with_it(served, tmp_path, monkeyp
         assert len(engine.search(parse_terms(["a", "red", "ball"]), k=3)) == 3
     finally:
         holder.close()
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: a team of one either way")
+def test_every_thread_that_searches_uses_one_openmp_thread(served):
+    """OpenMP's thread count is a per-thread setting: set in the main thread alone, every
+    request thread ran its FAISS searches on a team of one thread per core, spinning on the
+    cores the other requests and the text tower need."""
+    holder = EngineHolder(served[0])
+    holder.open()
+    try:
+        engine = holder.engine()
+        query = engine.encode_texts(["a red ball"])[0]
+        seen: list[int] = []
+
+        def search() -> None:
+            assert len(engine.search_vector(query, k=3)) == 3
+            seen.append(faiss.omp_get_max_threads())
+
+        for _ in range(2):  # a request thread each: the setting is made in each
+            thread = threading.Thread(target=search)
+            thread.start()
+            thread.join()
+        assert seen == [1, 1]
+    finally:
+        holder.close()

@@ -14,7 +14,7 @@ from helpers import assert_one_line_error, run
 from indexer.errors import BadInput
 from indexer.locations import TOWERS_DIR
 from search.encoders.towers import TextEncoder
-from search.server.batching import Coalescer, CoalescingTextEncoder
+from search.server.batching import Coalescer, CoalescingTextEncoder, RecentEmbeddings
 from search.server.config import ServerConfig
 
 
@@ -105,7 +105,7 @@ def test_concurrent_encodes_equal_lone_ones_and_share_runs(served):
     towers = served[0] / TOWERS_DIR
     texts = [f"a {colour} ball on {place}" for colour in ("red", "blue", "green", "pale")
              for place in ("grass", "a very long sandy beach at dusk", "snow")]  # fmt: skip
-    alone = np.concatenate([TextEncoder(towers).encode([t]) for t in texts])
+    rounds = [[f"{text} {n}" for text in texts] for n in range(3)]  # new texts: none recalled
     encoder = CoalescingTextEncoder(towers)
     encoder.encode("warm")
     start = threading.Barrier(len(texts))
@@ -114,11 +114,33 @@ def test_concurrent_encodes_equal_lone_ones_and_share_runs(served):
         start.wait()
         return encoder.encode([text])
 
-    for _ in range(3):
-        with ThreadPoolExecutor(len(texts)) as pool:
-            together = np.concatenate(list(pool.map(encode, texts)))
+    for asked in rounds:
+        alone = np.concatenate([TextEncoder(towers).encode([t]) for t in asked])
+        with ThreadPoolExecutor(len(asked)) as pool:
+            together = np.concatenate(list(pool.map(encode, asked)))
         np.testing.assert_allclose(together, alone, atol=1e-5)
     assert encoder.coalescer.batches < 1 + 3 * len(texts)  # some queries shared a run
+
+
+def test_a_recent_text_is_not_embedded_again(served):
+    """The page asks for each next page of results with the same query text."""
+    encoder = CoalescingTextEncoder(served[0] / TOWERS_DIR)
+    first = encoder.encode(["a red ball", "night"])
+    runs = encoder.coalescer.batches
+    again = encoder.encode(["night", "a red ball", "night"])
+    assert encoder.coalescer.batches == runs  # all three from memory
+    np.testing.assert_array_equal(again, first[[1, 0, 1]])
+    again[:] = 0  # the caller's copy: what is remembered stays
+    mixed = encoder.encode(["sea", "a red ball"])
+    assert encoder.coalescer.batches == runs + 1  # one run, for "sea" alone
+    np.testing.assert_array_equal(mixed[1], first[0])
+    np.testing.assert_allclose(mixed[0], TextEncoder(served[0] / TOWERS_DIR).encode("sea")[0],
+                               atol=1e-5)  # fmt: skip
+    assert encoder.encode([]).shape == (0, first.shape[1])
+    small = RecentEmbeddings(size=2)
+    for n in range(3):
+        small.put(str(n), first[0])
+    assert small.get("0") is None and small.get("2") is not None  # the oldest went first
 
 
 def test_concurrent_http_searches_answer_as_lone_ones(server):
