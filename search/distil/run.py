@@ -1,10 +1,11 @@
 """`photoseek train --teacher`: distil a teacher reranker into the index model's head.
 
-The stages: the text pool and its edits; each text's ITC top-k from the index; the teacher's
-scores of those pairs, the log-odds of the match probability it reports
-(`search.distil.judgement`; cached under OUT/teacher-scores/<teacher key>/, so a rerun skips
-what is scored); then `indexer.training.distil.distil_head` on the index's own encoder, fed
-plain file paths and numbers. OUT becomes an ordinary model folder: `photoseek index --model
+The stages: the text pool (with the captions `index --captions` stored) and its edits; each
+text's ITC top-k from the index; the teacher's scores of those pairs, the log-odds of the match
+probability it reports (`search.distil.judgement`; cached under
+OUT/teacher-scores/<teacher key>/, so a rerun skips what is scored); then
+`indexer.training.distil.distil_head` on the index's own encoder, fed plain file paths and
+numbers. OUT becomes an ordinary model folder: `photoseek index --model
 OUT` stores its head's tokens and `search --rerank` uses it torch-free.
 """
 
@@ -85,9 +86,10 @@ def teacher_scores(
     progress: Callable[[Progress], None] | None = None,
 ) -> tuple[TeacherScores, str]:
     """The teacher's scores of the pools of the text pool, and the index's `--model` spec."""
-    texts = text_pool(settings.texts_file)
     opened = open_teacher(teacher, index_dir)
     with build_engine(index_dir) as engine:
+        captions = engine.catalog.captions_by_id(engine.catalog.live_ids()).values()
+        texts = text_pool(settings.texts_file, captions)
         pools = itc_candidates(engine, texts, settings.rerank_k)
         model = engine.record.identity.spec
     pools = within_budget(pools, settings.budget_pairs, settings.options.seed)

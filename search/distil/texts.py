@@ -1,5 +1,5 @@
 """The texts a distillation scores: a file, or the built-in photo vocabulary with its templates,
-and the edits of each text that serve as hard negatives.
+plus the index's stored captions, and the edits of each text that serve as hard negatives.
 
 An edit keeps a text's words and changes what it says: two attributes swapped ("a red car
 next to a blue bike" -> "a blue car next to a red bike") or the two sides of a relation swapped.
@@ -9,6 +9,7 @@ A shapes-world caption gets its twin captions (`Scene.twins`), which are exactly
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from indexer.datasets.shapes_world import COLOURS, Scene
@@ -40,9 +41,12 @@ def vocabulary_texts(name: str = DEFAULT_VOCAB) -> list[str]:
     return [template.replace("{}", concept) for concept in concepts for template in templates]
 
 
-def text_pool(texts_file: Path | None) -> list[str]:
-    """The texts of `texts_file`, else the built-in photo vocabulary's prompts."""
-    return read_texts(texts_file) if texts_file is not None else vocabulary_texts()
+def text_pool(texts_file: Path | None, captions: Iterable[str] = ()) -> list[str]:
+    """The texts of `texts_file`, else the built-in photo vocabulary's prompts; then the
+    `captions` a caption model gave the index's photos (`photoseek index --captions`), each
+    text once."""
+    texts = read_texts(texts_file) if texts_file is not None else vocabulary_texts()
+    return list(dict.fromkeys([*texts, *(c.strip() for c in captions if c.strip())]))
 
 
 def edits(text: str) -> list[str]:

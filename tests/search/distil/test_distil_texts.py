@@ -45,3 +45,37 @@ def test_a_texts_file(tmp_path: Path):
         read_texts(path)
     with pytest.raises(BadInput, match="cannot read texts"):
         read_texts(tmp_path / "missing.txt")
+
+
+def test_the_pool_adds_the_captions_stored_for_the_photos(tmp_path: Path):
+    path = tmp_path / "texts.txt"
+    path.write_text("a dog\na cat\n")
+    assert text_pool(path, ["a cat", " a red kite ", ""]) == ["a dog", "a cat", "a red kite"]
+
+
+def test_a_distillation_scores_the_index_captions_too(
+    tmp_path: Path, tiny_checkpoint: str, towers_cache: Path, blip_teacher: Path, monkeypatch
+):
+    from helpers import photo_folder
+    from indexer.pipeline import IndexOptions, run_index
+    from indexer.store import keywords
+    from indexer.store.catalog import Catalog
+    from search.distil.run import DistilSettings, teacher_scores
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(towers_cache))
+    index = tmp_path / "index"
+    run_index(index, IndexOptions(roots=(photo_folder(tmp_path, 3),), model=tiny_checkpoint))
+    catalog = Catalog.open(index)
+    try:  # as `photoseek index --captions` records them
+        keywords.fill_names(catalog.engine, catalog.root_paths())
+        first = int(catalog.live_ids()[0])
+        keywords.store_captions(catalog.engine, "test", [
+            keywords.CaptionResult(first, "a red circle on a blue square")])  # fmt: skip
+    finally:
+        catalog.close()
+    texts = tmp_path / "texts.txt"
+    texts.write_text("a small dog\n")
+    settings = DistilSettings(texts_file=texts, rerank_k=2)
+    scored, _ = teacher_scores(index, str(blip_teacher), tmp_path / "out", settings)
+    asked = {pool.text for pool in scored.pools}
+    assert {"a small dog", "a red circle on a blue square"} <= asked
