@@ -29,7 +29,7 @@ from indexer.progress import Progress
 from indexer.towers.child_export import export_towers_in_child
 from indexer.towers.file_lock import exclusive_lock
 from indexer.towers.manifest import export_problem, write_manifest
-from indexer.towers.optimised import save_optimised
+from indexer.towers.optimised import OPTIMISED_DIR, save_optimised
 from indexer.towers.spec import FORMAT_VERSION
 
 _WORK_MARKS = (".new-", ".old-", ".tmp-")  # folders being made or dropped (.tmp-: older versions)
@@ -67,11 +67,16 @@ def install_towers(
         _remove_work(cache_root(), key)  # left by a killed process: the lock is ours now
         if export_problem(entry, checksums=True) is not None:
             _export(entry, identity.spec, load, progress)
-        # Once per user and model: each new index then links it, and opens no onnxruntime
-        # session of its own (~0.3 GB at its peak, ~30 MB left behind in the indexer).
+        # Once per user and model: each new index then copies it, and opens no onnxruntime
+        # session of its own (~0.3 GB at its peak, ~30 MB left behind in the indexer). A copy,
+        # not a link: no manifest checksum guards it, so damage to one index's copy (a bad
+        # disk, a user) would otherwise reach the cache and every index made after.
         save_optimised(entry)
         staging = directory / f"{TOWERS_DIR}.new-{uuid.uuid4().hex}"
-        shutil.copytree(entry, staging, copy_function=_link_or_copy)
+        shutil.copytree(entry, staging, copy_function=_link_or_copy,
+                        ignore=shutil.ignore_patterns(OPTIMISED_DIR))  # fmt: skip
+        if (entry / OPTIMISED_DIR).is_dir():
+            shutil.copytree(entry / OPTIMISED_DIR, staging / OPTIMISED_DIR)
     problem = export_problem(staging, checksums=False)
     if problem is not None:  # the copy itself went wrong (a full disk)
         shutil.rmtree(staging, ignore_errors=True)

@@ -24,7 +24,7 @@ from search.distil.candidates import itc_candidates, within_budget
 from search.distil.judgement import open_teacher
 from search.distil.teacher import Scored, score_all
 from search.distil.teacher_cache import TeacherCache
-from search.distil.texts import text_pool
+from search.distil.texts import text_pool, with_captions
 from search.wiring import build_engine
 
 SCORES_DIR = "teacher-scores"
@@ -86,11 +86,11 @@ def teacher_scores(
     progress: Callable[[Progress], None] | None = None,
 ) -> tuple[TeacherScores, str]:
     """The teacher's scores of the pools of the text pool, and the index's `--model` spec."""
+    listed = text_pool(settings.texts_file)  # a bad --texts fails before the teacher loads
     opened = open_teacher(teacher, index_dir)
     with build_engine(index_dir) as engine:
         captions = engine.catalog.captions_by_id(engine.catalog.live_ids()).values()
-        texts = text_pool(settings.texts_file, captions)
-        pools = itc_candidates(engine, texts, settings.rerank_k)
+        pools = itc_candidates(engine, with_captions(listed, captions), settings.rerank_k)
         model = engine.record.identity.spec
     pools = within_budget(pools, settings.budget_pairs, settings.options.seed)
     cache = TeacherCache(out / SCORES_DIR / opened.key)

@@ -41,11 +41,14 @@ def vocabulary_texts(name: str = DEFAULT_VOCAB) -> list[str]:
     return [template.replace("{}", concept) for concept in concepts for template in templates]
 
 
-def text_pool(texts_file: Path | None, captions: Iterable[str] = ()) -> list[str]:
-    """The texts of `texts_file`, else the built-in photo vocabulary's prompts; then the
-    `captions` a caption model gave the index's photos (`photoseek index --captions`), each
-    text once."""
-    texts = read_texts(texts_file) if texts_file is not None else vocabulary_texts()
+def text_pool(texts_file: Path | None) -> list[str]:
+    """The texts of `texts_file`, else the built-in photo vocabulary's prompts."""
+    return read_texts(texts_file) if texts_file is not None else vocabulary_texts()
+
+
+def with_captions(texts: list[str], captions: Iterable[str]) -> list[str]:
+    """`texts`, then the `captions` a caption model gave the index's photos (`photoseek index
+    --captions`), each text once."""
     return list(dict.fromkeys([*texts, *(c.strip() for c in captions if c.strip())]))
 
 

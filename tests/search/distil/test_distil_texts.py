@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from indexer.errors import BadInput
-from search.distil.texts import edits, read_texts, text_pool, vocabulary_texts
+from search.distil.texts import edits, read_texts, text_pool, vocabulary_texts, with_captions
 from search.tools.describe import vocabulary
 
 
@@ -50,7 +50,8 @@ def test_a_texts_file(tmp_path: Path):
 def test_the_pool_adds_the_captions_stored_for_the_photos(tmp_path: Path):
     path = tmp_path / "texts.txt"
     path.write_text("a dog\na cat\n")
-    assert text_pool(path, ["a cat", " a red kite ", ""]) == ["a dog", "a cat", "a red kite"]
+    pool = with_captions(text_pool(path), ["a cat", " a red kite ", ""])
+    assert pool == ["a dog", "a cat", "a red kite"]
 
 
 def test_a_distillation_scores_the_index_captions_too(
