@@ -35,7 +35,14 @@ from indexer.errors import BadInput
 from indexer.models.loading import default_device, list_architectures
 from indexer.models.model_files import MODEL_CONFIG, MODEL_WEIGHTS
 from indexer.models.pixels import standardise
-from indexer.training.data import Pair, TrainData, batches, read_training_data, split_held_out
+from indexer.training.data import (
+    Pair,
+    TrainData,
+    batches,
+    check_run,
+    read_training_data,
+    split_held_out,
+)
 from indexer.training.losses import itc_loss
 from indexer.training.model import create_model
 from indexer.training.optimizer import build_optimizer, set_learning_rate
@@ -102,12 +109,7 @@ def train_captioner(
     Same arguments and seed, same weights.
     """
     options = options or CocaOptions()
-    if not pairs:
-        raise BadInput("no training pairs")
-    if epochs < 1 or batch_size < 2:
-        raise BadInput("epochs must be >= 1 and batch_size >= 2")
-    if groups is not None and len(groups) != len(pairs):
-        raise BadInput(f"{len(groups)} group ids for {len(pairs)} pairs")
+    check_run(pairs, epochs, batch_size, groups)
     device = device or default_device()
     coca, model_cfg, tokenizer = create_model(
         model or DEFAULT_CAPTIONER, seed, options.train, locked=False

@@ -46,6 +46,18 @@ class Grounding:
     head_grid: tuple[int, int]
 
 
+def check_run(
+    pairs: Sequence[object], epochs: int, batch_size: int, groups: Sequence[int] | None
+) -> None:
+    """The arguments every training run shares, or BadInput saying which is wrong."""
+    if not pairs:
+        raise BadInput("no training pairs")
+    if epochs < 1 or batch_size < 2:
+        raise BadInput("epochs must be >= 1 and batch_size >= 2")
+    if groups is not None and len(groups) != len(pairs):
+        raise BadInput(f"{len(groups)} group ids for {len(pairs)} pairs")
+
+
 def read_training_data(
     pairs: Sequence[Pair],
     groups: Sequence[int] | None,

@@ -54,6 +54,7 @@ from indexer.training.data import (
     Pair,
     TrainData,
     batches,
+    check_run,
     pick_edits,
     read_training_data,
     split_held_out,
@@ -120,12 +121,7 @@ def train(
     rerunning into an `out_dir` holding an unfinished run of the same setup resumes it.
     """
     options = options or TrainOptions()
-    if not pairs:
-        raise BadInput("no training pairs")
-    if epochs < 1 or batch_size < 2:
-        raise BadInput("epochs must be >= 1 and batch_size >= 2")
-    if groups is not None and len(groups) != len(pairs):
-        raise BadInput(f"{len(groups)} group ids for {len(pairs)} pairs")
+    check_run(pairs, epochs, batch_size, groups)
     if options.ground_weight > 0 and not (boxes and any(boxes)):
         raise BadInput("--ground-weight needs object boxes with the pairs (a 'boxes' field)")
     setup = _Setup(model, lock_image, lock_text, epochs, seed, batch_size, options)

@@ -175,3 +175,19 @@ def test_same_seed_same_weights_even_after_other_work(shapes: sw.DatasetFiles, t
     assert all(math.isfinite(r.caption_loss) for r in runs)
     assert first.keys() == second.keys()
     assert all(first[k].equal(second[k]) for k in first)
+
+
+def test_both_trainers_refuse_bad_run_arguments_alike(tmp_path):
+    from indexer.errors import BadInput
+    from indexer.training.coca_train import train_captioner
+    from indexer.training.loop import train
+
+    pairs = [("a.png", "a red circle"), ("b.png", "a blue square")]
+    for trainer in (train, train_captioner):
+        with pytest.raises(BadInput, match="no training pairs"):
+            trainer([], tmp_path / "out")
+        with pytest.raises(BadInput, match="epochs must be >= 1"):
+            trainer(pairs, tmp_path / "out", epochs=0)
+        with pytest.raises(BadInput, match="1 group ids for 2 pairs"):
+            trainer(pairs, tmp_path / "out", groups=[0])
+    assert not (tmp_path / "out").exists()
