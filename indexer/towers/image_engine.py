@@ -1,9 +1,9 @@
-"""The image tower on ONNX Runtime in int8: the indexer's engine on CPUs without native bf16.
+"""The image tower on ONNX Runtime in int8: the indexer's engine on CPUs (`--precision auto`).
 
 Without bf16 a CPU runs torch's ViT-B-32 in fp32 at its fp32 matmul rate; ONNX Runtime's
 dynamically quantised graph (int8 weights, activations quantised per batch) does the same work
 with integer dot products (AVX2 ``vpmaddubsw``, VNNI where there is one) and starts without
-torch. The graph takes the decoder's uint8 pixels [B, S, S, 3] and returns what the torch
+torch. With native bf16 it is as fast as torch's bf16 tower and needs half the memory. The graph takes the decoder's uint8 pixels [B, S, S, 3] and returns what the torch
 embedder returns: unit-length embeddings [B, D] and, for a model with an ITM head, the head's
 stored tokens [B, P', d]. Weights are quantised with a 7-bit range (``reduce_range``) so that
 AVX2's 16-bit pair sums cannot saturate: accuracy on an AVX2 machine is the accuracy measured
@@ -235,16 +235,16 @@ def open_image_embedder(
 ) -> Embedder:
     """The indexer's image embedder: int8 on ONNX Runtime where `precision` (auto: from what
     the CPU has) says int8, else the torch tower in that precision. A model family the int8
-    engine does not serve well (`hf_dual_spec.int8_refusal`) gets fp32 under auto, and an
-    explicit int8 is refused."""
+    engine does not serve well (`hf_dual_spec.int8_refusal`) gets what `auto` means for the
+    torch tower (bf16 or fp32), and an explicit int8 is refused."""
     device = device or _device_without_torch() or default_device()
     chosen = resolve_precision(precision, device, int8=True)
     refused = int8_refusal(spec.name) if chosen == "int8" and spec.kind == "transformers" else None
     if refused is not None:
         if precision == "int8":
             raise BadModelSpec(f"{spec}: no int8 engine: {refused}; use --precision fp32 or bf16")
-        log.info("%s: indexing in fp32, not int8: %s", spec, refused)
-        chosen = "fp32"
+        chosen = resolve_precision(precision, device)
+        log.info("%s: indexing in %s, not int8: %s", spec, chosen, refused)
     if chosen == "int8":
         return open_onnx_engine(spec, "int8")
     return ImageEmbedder(load_model(spec, chosen, device, "image"))

@@ -56,8 +56,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def index(root: Path, idx: Path, model: str, ray_address: str | None, **options) -> IndexSummary:
-    # int8 whatever the CPU (auto would pick bf16 where it is native): the ONNX engine, which
-    # the actors build for themselves
+    # int8, what auto picks on any CPU, named so that a GPU box runs it too: the ONNX engine,
+    # which the actors build for themselves
     options = {"precision": "int8", **options}
     return run_index(idx, IndexOptions(roots=(root,), model=model, ray=ray_address, **options))
 

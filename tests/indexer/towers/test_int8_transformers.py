@@ -1,5 +1,5 @@
 """The int8 ONNX Runtime image engine for transformers dual encoders: what `--precision auto`
-picks on a CPU without native bf16, built from tiny random models saved with save_pretrained,
+picks on a CPU, built from tiny random models saved with save_pretrained,
 against the model's own fp32 torch image tower; ALIGN (EfficientNet) is refused it."""
 
 from __future__ import annotations
@@ -57,14 +57,15 @@ def test_int8_engine_agrees_with_the_fp32_tower(family, tmp_path, monkeypatch):
     assert ((exact * expected).sum(axis=1)).min() >= 0.9999
 
 
-def test_align_is_refused_int8_and_auto_falls_back_to_fp32(tmp_path, monkeypatch):
+def test_align_is_refused_int8_and_auto_falls_back_to_the_torch_tower(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     spec = ModelSpec.parse(f"transformers:{save_family(ALIGN, tmp_path / 'align')}")
     with pytest.raises(BadModelSpec, match="no int8 engine: its EfficientNet") as refused:
         open_image_embedder(spec, "int8", "cpu")
     assert "\n" not in str(refused.value) and "--precision fp32" in str(refused.value)
-    # a CPU without native bf16, where auto means int8 for every other family
-    monkeypatch.setattr(indexer.models.precision, "cpu_features", lambda: frozenset())
-    chosen = open_image_embedder(spec, "auto", "cpu")
-    assert (chosen.engine, chosen.precision) == ("torch", "fp32")
+    # auto means int8 for every other family; ALIGN gets what auto means for a torch tower
+    for features, expected in ((frozenset(), "fp32"), (frozenset({"avx512_bf16"}), "bf16")):
+        monkeypatch.setattr(indexer.models.precision, "cpu_features", lambda f=features: f)
+        chosen = open_image_embedder(spec, "auto", "cpu")
+        assert (chosen.engine, chosen.precision) == ("torch", expected)
     assert not (tmp_path / "cache" / "image-engines").exists()  # nothing was built
