@@ -46,13 +46,16 @@ COLD_TARGET_RATIO = 0.5  # photoseek's wall time over rclip's, side by side in o
 
 
 def build_cold_index(paths: Paths, size: int) -> Path:
-    """The 62 photos indexed for real, padded with synthetic rows to `size` images."""
+    """The 62 photos indexed for real, padded with synthetic rows to `size` images; built again
+    when the cached one has an older catalog schema than today's indexer writes (a search
+    opens a catalog read-only and never migrates it, so an old one would be measured as is)."""
     from indexer.store.catalog import Catalog, NewImage
+    from indexer.store.layout import SCHEMA_VERSION
     from indexer.store.vector_store import VectorStore, sync
 
     index = paths.cache / f"query-{size}" / "index"
-    done = index / "bench.complete"
-    if done.exists():
+    done, built = index / "bench.complete", f"schema {SCHEMA_VERSION}"
+    if done.exists() and done.read_text() == built:
         return index
     shutil.rmtree(index, ignore_errors=True)
     run_child(photoseek_index_cmd(paths, index), env=peer_env(paths), what="photoseek index")
@@ -70,7 +73,7 @@ def build_cold_index(paths: Paths, size: int) -> Path:
     store.save(index)
     catalog.checkpoint()
     catalog.close()
-    done.write_text("ok")
+    done.write_text(built)
     return index
 
 

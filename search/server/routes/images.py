@@ -12,9 +12,9 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 
 from indexer.errors import BadInput
-from search.server.deps import EngineDep, ImageId, live_row
+from search.server.deps import SEARCH_PARAMETERS, EngineDep, ImageId, SearchFieldsDep, live_row
 from search.server.errors import NotFound
-from search.server.models import Results, SearchFields, Text, Texts
+from search.server.models import Results, Text, Texts
 from search.server.results import elapsed_ms, results
 from search.tools.describe import describe as describe_image
 from search.tools.similar import similar as similar_images
@@ -25,12 +25,8 @@ K = Annotated[int, Query(ge=1, le=1000, description="Number of results")]
 WEEK = "private, max-age=604800"  # a row's id names one file version forever
 
 
-@router.get("/{image_id}/similar", response_model=Results)
-def similar(
-    image_id: ImageId,
-    engine: EngineDep,
-    fields: Annotated[SearchFields, Query()],
-) -> Results:
+@router.get("/{image_id}/similar", response_model=Results, openapi_extra=SEARCH_PARAMETERS)
+def similar(image_id: ImageId, engine: EngineDep, fields: SearchFieldsDep) -> Results:
     """The images most like this one (its stored vector: nothing is decoded); `q` is unused,
     the other search fields filter as in a search."""
     started = time.perf_counter()

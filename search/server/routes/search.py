@@ -13,7 +13,7 @@ import tempfile
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import Response
 
 from indexer.errors import BadInput
@@ -21,7 +21,13 @@ from indexer.media.discovery import EXTENSIONS, extension
 from search.engine import Engine
 from search.query import Term, parse_terms
 from search.server.config import ServerConfig
-from search.server.deps import ConfigDep, EngineDep, HolderDep
+from search.server.deps import (
+    SEARCH_PARAMETERS,
+    ConfigDep,
+    EngineDep,
+    HolderDep,
+    SearchFieldsDep,
+)
 from search.server.errors import AsciiJSON
 from search.server.models import Results, SearchFields
 from search.server.results import elapsed_ms, results
@@ -29,10 +35,8 @@ from search.server.results import elapsed_ms, results
 router = APIRouter(prefix="/api", tags=["search"])
 
 
-@router.get("/search", response_model=Results)
-def search_text(
-    fields: Annotated[SearchFields, Query()], holder: HolderDep, config: ConfigDep
-) -> Response:
+@router.get("/search", response_model=Results, openapi_extra=SEARCH_PARAMETERS)
+def search_text(fields: SearchFieldsDep, holder: HolderDep, config: ConfigDep) -> Response:
     """The images that best match the text query `q`."""
     # The hot path under load, so it skips two costs the answer does not need: the engine is
     # fetched here rather than by a sync dependency (a second thread hop per request), and

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.parse
 
 import pytest
 from serving import NAMES, build_index, scene, start_server
 
 from indexer.pipeline import IndexOptions, run_index
+from search.server.models import SearchFields
 
 
 def test_text_search_returns_every_image_with_urls(server, served):
@@ -32,6 +34,21 @@ def test_paging_and_filters_match_the_cli_semantics(server, served):
     assert [os.path.basename(r["path"]) for r in few["results"]] == ["green field.jpg"]
     _, none = server.json("/api/search?q=photo&after=2999")
     assert none["results"] == []
+
+
+def test_repeated_fields_are_lists_and_every_field_is_documented(server, served):
+    root = urllib.parse.quote(str(served[1]))
+    _, both = server.json(f"/api/search?q=a+photo&k=50&under=/elsewhere&under={root}")
+    assert len(both["results"]) == len(NAMES)  # either folder: the second `under` counts
+    _, neither = server.json("/api/search?q=a+photo&k=50&under=/elsewhere")
+    assert neither["results"] == []
+    _, schema = server.json("/openapi.json")
+    for path in ("/api/search", "/api/images/{image_id}/similar"):
+        documented = {p["name"]: p for p in schema["paths"][path]["get"]["parameters"]}
+        assert set(SearchFields.model_fields) <= set(documented)
+        assert documented["under"]["in"] == "query"
+        assert documented["under"]["schema"]["type"] == "array"
+        assert "Number of results" in documented["k"]["description"]
 
 
 def test_text_arithmetic_and_rerank_fields(server):
