@@ -76,6 +76,7 @@ class Status(BaseModel):
     index: dict[str, object]
     generation: int = Field(description="How many times the server opened the index")
     reranker: str
+    text_precision: str = Field(description="The text tower queries run in: fp32 or int8")
     token_required: bool
     max_upload_bytes: int
 

@@ -24,6 +24,7 @@ def status(config: ConfigDep, holder: Annotated[EngineHolder, Depends(holder)]) 
         index=index_status(holder.directory),
         generation=holder.generation,
         reranker=config.reranker,
+        text_precision=config.text_precision,
         token_required=bool(config.token),
         max_upload_bytes=config.max_upload_bytes,
     )

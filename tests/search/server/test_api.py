@@ -98,6 +98,7 @@ def test_status_and_openapi(server):
     status, body = server.json("/api/status")
     assert status == 200 and body["index"]["images"] == len(NAMES)
     assert body["token_required"] is False and body["generation"] == 1
+    assert body["text_precision"] == "fp32"  # the default: the exact tower
     status, schema = server.json("/openapi.json")
     assert status == 200
     assert {"/api/search", "/api/images/{image_id}/similar", "/api/status"} <= set(schema["paths"])

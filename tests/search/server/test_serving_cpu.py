@@ -154,6 +154,23 @@ def test_the_int8_text_tower_is_made_once_and_embeds_near_fp32(served, tmp_path,
     assert made.stat().st_mtime_ns == stamp  # the cached copy, not a second quantisation
 
 
+def test_int8_embeddings_depend_on_their_batch_and_fp32_ones_do_not(served, tmp_path, monkeypatch):
+    """Why int8 stays opt-in: its activations are quantised by the whole batch's range, so a
+    query's embedding moves with the queries it is coalesced with; fp32's barely does."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    towers = served[0] / TOWERS_DIR
+    texts = [*TEXTS, "a bright orange sunset over a calm grey sea, seen from a high cliff"]
+    for kind, moves in ((TextEncoder, 1e-5), (Int8TextEncoder, None)):
+        one = kind(towers)  # a second encoder for the batch: no embedding kept from the first
+        alone = np.stack([one.encode([text])[0] for text in texts])
+        together = kind(towers).encode(texts)
+        gap = np.abs(alone - together).max()
+        if moves is None:
+            assert gap > 1e-4  # int8: the batch's range rescales every row
+        else:
+            assert gap < moves
+
+
 def test_an_unknown_text_precision_is_refused():
     with pytest.raises(BadInput, match="unknown text precision 'int4'; known: fp32, int8"):
         ServerConfig(text_precision="int4").checked()
