@@ -19,6 +19,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
 from indexer.store.layout import READ_PRAGMAS, read_only_uri
+from indexer.store.sqlite_wait import PatientConnection
 
 __all__ = ["cannot_write", "checkpoint", "create_keyword_index", "has_keyword_index", "insert",
            "keyword_ranking", "migration_lock", "open_engine"]  # fmt: skip
@@ -53,7 +54,9 @@ _RANKING = text(
 def open_engine(path: Path, read_only: bool) -> Engine:
     """An engine on the catalog file at `path` (no query runs yet)."""
     if not read_only:
-        engine = create_engine(URL.create("sqlite", database=str(path)))
+        engine = create_engine(
+            URL.create("sqlite", database=str(path)), connect_args={"factory": PatientConnection}
+        )
     else:
         database, query = read_only_uri(path)  # shared with the sqlite3 reader
         engine = create_engine(
@@ -76,8 +79,7 @@ def _write_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - SQLAlchemy ev
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a killed process loses nothing
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
+    cursor.close()  # waits for another writer's lock: `sqlite_wait`
 
 
 def _read_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001 - SQLAlchemy event signature
