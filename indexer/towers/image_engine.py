@@ -3,9 +3,10 @@
 Without bf16 a CPU runs torch's ViT-B-32 in fp32 at its fp32 matmul rate; ONNX Runtime's
 dynamically quantised graph (int8 weights, activations quantised per batch) does the same work
 with integer dot products (AVX2 ``vpmaddubsw``, VNNI where there is one) and starts without
-torch. With native bf16 it is as fast as torch's bf16 tower and needs half the memory. The graph takes the decoder's uint8 pixels [B, S, S, 3] and returns what the torch
-embedder returns: unit-length embeddings [B, D] and, for a model with an ITM head, the head's
-stored tokens [B, P', d]. Weights are quantised with a 7-bit range (``reduce_range``) so that
+torch. With native bf16 it is as fast as torch's bf16 tower and needs half the memory. The
+graph takes the decoder's uint8 pixels [B, S, S, 3] and returns what the torch embedder
+returns: unit-length embeddings [B, D] and, for a model with an ITM head, the head's stored
+tokens [B, P', d]. Weights are quantised with a 7-bit range (``reduce_range``) so that
 AVX2's 16-bit pair sums cannot saturate: accuracy on an AVX2 machine is the accuracy measured
 on a VNNI one (``bench/precision_bench.py``).
 
