@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from indexer import atomic
-from indexer.store import centroid_scan, index_choice
+from indexer.store import centroid_scan, fast_scan, index_choice, index_training
 from indexer.store.flat_scan import FlatVectors, read_flat, rescore, search_flat
 from indexer.store.index_choice import IndexChoice, available_memory, default_budget
-from indexer.store.index_tuning import Exact, tune
+from indexer.store.index_tuning import Exact, Tuning, tune
 from indexer.store.vector_record import read_record, record_path
 
 if TYPE_CHECKING:  # a query's reader must not pull SQLAlchemy in through this module
@@ -49,16 +49,10 @@ TEXTS_FILE = "texts.faiss"
 EXACT_LIMIT = 100_000
 # Vectors read from the catalog and added at a time while building: never the whole matrix.
 BUILD_CHUNK = 50_000
-# k-means rounds for the lists and OPQ rounds for the rotation (faiss: 25 and 50); beyond 10
-# either barely moves.
-TRAIN_ITERATIONS = 10
 # The centroid graph's search depth while a build adds vectors (tuning sets it for queries after):
 # the graph finds each added vector's list, and at a query's depth (hundreds) assigning 10M
 # vectors takes longer than the k-means. 16 is faiss' default, which autofaiss builds with.
 ADD_EF_SEARCH = 16
-# Points the PQ codebooks and the OPQ rotation train on (faiss: 65,536): k-means on 4-float
-# sub-vectors runs far below the machine's matmul speed, so this bounds the build on CPUs.
-PQ_TRAIN_POINTS = 16_384
 # A file larger than this share of the memory available now is memory-mapped on load (pages
 # come from disk as searches touch them) rather than read whole.
 MMAP_SHARE = 0.5
@@ -93,8 +87,9 @@ class VectorStore:
     how many vectors its inverted file was trained on. `gpu`: whether searches may use a GPU
     copy (set by long-lived processes only; a cold CLI query would pay the copy every time).
     `refine`: a PQ index's shortlist of refine*k is re-scored with exact vectors when a search
-    is given them. `recall`: recall@10 measured when it was tuned. A memory-mapped store is
-    read-only, and so is one loaded as plain arrays (`load(scan=True)`), searched with numpy.
+    is given them. `recall`: recall@10 measured when it was tuned (`recall_se`: the standard
+    error of that measurement). A memory-mapped store is read-only, and so is one loaded as
+    plain arrays (`load(scan=True)`), searched with numpy.
     """
 
     def __init__(
@@ -115,6 +110,7 @@ class VectorStore:
         self.factory: str | None = None
         self.refine = 0
         self.recall: float | None = None
+        self.recall_se: float | None = None
         self.mapped = False
 
     @classmethod
@@ -165,9 +161,10 @@ class VectorStore:
         trained_for = _int(record.get("trained_for")) or int(index.ntotal)
         store = cls(index, index.d, trained_for, generation)
         store.mapped = mmap
-        factory, recall = record.get("factory"), record.get("recall")
+        factory = record.get("factory")
         store.factory = factory if isinstance(factory, str) else None
-        store.recall = float(recall) if isinstance(recall, int | float) else None
+        store.recall = _float(record.get("recall"))
+        store.recall_se = _float(record.get("recall_se"))
         if not store.is_exact():
             store.set_search(
                 _int(record.get("nprobe")) or store.nprobe,
@@ -320,6 +317,7 @@ class VectorStore:
         params.nprobe = nprobe
         if selector is not None:
             params.sel = selector
+        fast_scan.choose(self.index, len(queries))
         hnsw, nlist = self._hnsw(), faiss.extract_index_ivf(self.index).nlist
         if hnsw is not None and centroid_scan.scan_is_cheaper(max(self.ef_search, nprobe), nlist):
             return centroid_scan.search(self.index, hnsw, queries, k, params)
@@ -361,6 +359,7 @@ class VectorStore:
             "ef_search": self.ef_search,
             "refine": self.refine,
             "recall": self.recall,
+            "recall_se": self.recall_se,
         }
         atomic.write_text(record_path(directory, filename), json.dumps(record) + "\n")
         self.generation = generation
@@ -377,6 +376,10 @@ def _mmap_flags(record: dict[str, object]) -> int:
 
 def _int(value: object) -> int:
     return value if isinstance(value, int) else 0
+
+
+def _float(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _ivf_ids(ivf: faiss.IndexIVF) -> np.ndarray:
@@ -406,7 +409,7 @@ def build_streaming(
             )
         )
         log.info("training %s on %d of %d vectors", choice.factory, len(sample), len(ids))
-        _fewer_iterations(store.index)
+        index_training.fewer_iterations(store.index)
         store.index.train(np.ascontiguousarray(read(sample), np.float32))
         store.trained_for = len(ids)
     if store._hnsw() is not None:  # the graph assigns each added vector to its list
@@ -414,27 +417,24 @@ def build_streaming(
     for start in range(0, len(ids), chunk):
         part = ids[start : start + chunk]
         store.add(part, read(part))
-    if not store.is_exact() and len(store):
-        hnsw, refines = store._hnsw() is not None, choice.kind == "pq"
-        tuning = tune(store, choice.nlist, hnsw, refines, read, ids, chunk=chunk)
-        store.recall = tuning.recall
+    if len(store):
+        retune(store, ids, read, chunk)
     return store
 
 
-def _fewer_iterations(index: faiss.Index) -> None:
-    """Cap the k-means and OPQ rounds: on CPUs their defaults dominate the build."""
-    faiss.extract_index_ivf(index).cp.niter = TRAIN_ITERATIONS
-    if isinstance(index, faiss.IndexPreTransform):
-        chain = index.chain  # a SWIG vector, which faiss' stubs call a list
-        for n in range(chain.size()):  # type: ignore[attr-defined]
-            transform = faiss.downcast_VectorTransform(chain.at(n))  # type: ignore[attr-defined]
-            if isinstance(transform, faiss.OPQMatrix):
-                transform.niter = transform.niter_pq_0 = TRAIN_ITERATIONS
-                transform.max_train_points = PQ_TRAIN_POINTS
-    ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
-    if isinstance(ivf, faiss.IndexIVFPQ | faiss.IndexIVFPQFastScan):  # its codebooks
-        ivf.pq.cp.niter = TRAIN_ITERATIONS
-        ivf.pq.cp.max_points_per_centroid = PQ_TRAIN_POINTS // ivf.pq.ksub
+def retune(
+    store: VectorStore, ids: np.ndarray, read: Exact, chunk: int = BUILD_CHUNK
+) -> Tuning | None:
+    """Tune an inverted file's search settings on held-out queries from `ids` (its own, ascending,
+    read through `read`), as a build does last, or again without a rebuild (None for an exact
+    index: nothing to tune). The settings and the recall are the store's until it is saved."""
+    if store.is_exact():
+        return None
+    nlist = faiss.extract_index_ivf(store.index).nlist
+    hnsw, refines = store._hnsw() is not None, store.kind() == "pq"
+    tuning = tune(store, nlist, hnsw, refines, read, ids, chunk=chunk)
+    store.recall, store.recall_se = tuning.recall, tuning.recall_se
+    return tuning
 
 
 def outgrown(store: VectorStore, count: int, budget: int | None = None) -> bool:

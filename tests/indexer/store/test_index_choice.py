@@ -12,7 +12,7 @@ from indexer.errors import BadInput
 from indexer.store import index_choice, vector_store
 from indexer.store.catalog import Catalog, NewImage
 from indexer.store.index_choice import choose, estimate_bytes, parse_size
-from indexer.store.index_tuning import exact_top, recall_at
+from indexer.store.index_tuning import CONFIDENCE_Z, exact_top, recall_at
 from indexer.store.live_view import LiveVectors
 from indexer.store.vector_store import VectorStore, build_streaming, choose_index, refresh, sync
 
@@ -150,6 +150,21 @@ def test_a_pq_index_is_tuned_to_the_recall_target_and_records_it(pq_index):
     # Without the exact vectors PQ scores alone rank far worse: the refine stage is what counts.
     _, coarse = again.search(queries, 10)
     assert recall_at(coarse, truth) < recall_at(found, truth)
+
+
+def test_a_built_index_is_tuned_again_without_a_rebuild(pq_index, tmp_path):
+    directory, catalog, ids, _ = pq_index
+    store = VectorStore.load(directory, PQ_DIM, mmap=False)
+    store.set_search(1, 16, 1)  # one list, no shortlist: far below the target
+    tuning = vector_store.retune(store, ids, lambda some: catalog.vectors(some, PQ_DIM))
+    assert tuning.recall - CONFIDENCE_Z * tuning.recall_se >= 0.95 and tuning.recall_se > 0
+    settings = (tuning.nprobe, tuning.ef_search, tuning.refine)
+    assert (store.nprobe, store.ef_search, store.refine) == settings
+    # Saved, the new settings and their measurement are the file's.
+    store.save(tmp_path)
+    again = VectorStore.load(tmp_path, PQ_DIM)
+    assert (again.nprobe, again.ef_search, again.refine) == settings
+    assert (again.recall, again.recall_se) == (tuning.recall, tuning.recall_se)
 
 
 def test_a_narrow_filter_on_a_pq_index_is_exact(pq_index):
