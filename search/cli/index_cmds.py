@@ -210,7 +210,7 @@ def status(index_dir: IndexOpt = None, json_out: JsonOpt = False) -> None:
 
 
 def _vector_index_line(built: dict[str, object]) -> str:
-    """`IVF4096,Flat trained on 1000000, nprobe 64, recall@10 0.962 at build`."""
+    """`IVF4096,Flat trained on 1000000, nprobe 64, recall@10 0.962 ± 0.004 at build`."""
     if not built.get("nprobe"):
         return f"{built['factory']} (exact search)"
     line = f"{built['factory']} trained on {built['trained_for']}, nprobe {built['nprobe']}"
@@ -218,8 +218,11 @@ def _vector_index_line(built: dict[str, object]) -> str:
         line += f", efSearch {built['ef_search']}"
     if built.get("refine"):
         line += f", exact re-scoring of {built['refine']}x k"
-    recall = built.get("recall")
-    return line + (f", recall@10 {recall:.3f} at build" if isinstance(recall, float) else "")
+    recall, error = built.get("recall"), built.get("recall_se")
+    if not isinstance(recall, float):
+        return line
+    spread = f" ± {error:.3f}" if isinstance(error, float) and error > 0 else ""
+    return line + f", recall@10 {recall:.3f}{spread} at build"
 
 
 def errors(index_dir: IndexOpt = None, json_out: JsonOpt = False) -> None:

@@ -67,13 +67,14 @@ def index_status(directory: Path) -> dict[str, object]:
 
 
 def _vector_index(directory: Path) -> dict[str, object] | None:
-    """The factory string, trained size, search settings and build-time recall@10 recorded
-    beside the vector file, when the record describes it."""
+    """The factory string, trained size, search settings and build-time recall@10 (with its
+    standard error over the held-out queries) recorded beside the vector file, when the record
+    describes it."""
     size = (directory / VECTORS_FILE).stat().st_size
     record = read_record(directory, VECTORS_FILE, size)
     if not record:
         return None
-    keys = ("factory", "trained_for", "nprobe", "ef_search", "refine", "recall")
+    keys = ("factory", "trained_for", "nprobe", "ef_search", "refine", "recall", "recall_se")
     return {key: record.get(key) for key in keys}
 
 

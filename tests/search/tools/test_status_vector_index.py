@@ -33,6 +33,7 @@ def test_status_reports_the_vector_index_and_the_budget_is_checked(
         "ef_search": 0,
         "refine": 0,
         "recall": None,
+        "recall_se": None,
     }
     assert "vectors  IDMap2,Flat (exact search)" in run("status", "--index", idx).stdout
 
@@ -49,4 +50,7 @@ def test_the_status_line_of_a_tuned_index():
     assert _vector_index_line(built) == (
         "OPQ128,IVF16384_HNSW32,PQ128 trained on 10000000, nprobe 64, efSearch 128, "
         "exact re-scoring of 8x k, recall@10 0.961 at build"
+    )  # a record from before the standard error was kept
+    assert _vector_index_line({**built, "recall_se": 0.0036}).endswith(
+        "recall@10 0.961 ± 0.004 at build"
     )
