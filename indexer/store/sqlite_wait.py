@@ -24,16 +24,24 @@ class PatientCursor(sqlite3.Cursor):
     """A cursor whose statements wait for a busy catalog in interruptible steps."""
 
     def execute(self, sql: str, parameters: Any = (), /) -> PatientCursor:
-        return _patiently(lambda: super(PatientCursor, self).execute(sql, parameters))
+        run = lambda: super(PatientCursor, self).execute(sql, parameters)  # noqa: E731
+        return _patiently(run, self._wait_s())
 
     def executemany(self, sql: str, parameters: Any, /) -> PatientCursor:
         rows = list(parameters)  # a retry must see the same rows again
-        return _patiently(lambda: super(PatientCursor, self).executemany(sql, rows))
+        run = lambda: super(PatientCursor, self).executemany(sql, rows)  # noqa: E731
+        return _patiently(run, self._wait_s())
+
+    def _wait_s(self) -> float:
+        """Its connection's wait (`PatientConnection.wait_s`), else the catalog writer's."""
+        return float(getattr(self.connection, "wait_s", WAIT_S))
 
 
 class PatientConnection(sqlite3.Connection):
     """A connection (`sqlite3.connect(..., factory=PatientConnection)`) whose cursors wait in
     steps; SQLite's own wait is set to one step when it opens."""
+
+    wait_s = WAIT_S  # how long its statements wait for a lock in all
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -50,8 +58,8 @@ class PatientConnection(sqlite3.Connection):
         return self.cursor().executemany(sql, parameters)
 
 
-def _patiently(run: Any) -> Any:
-    deadline = time.monotonic() + WAIT_S
+def _patiently(run: Any, wait_s: float) -> Any:
+    deadline = time.monotonic() + wait_s
     while True:
         try:
             return run()

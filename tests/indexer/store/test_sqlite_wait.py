@@ -26,8 +26,12 @@ def locked(tmp_path):
     holder.close()
 
 
-def patient(path) -> sqlite3.Connection:
-    return sqlite3.connect(path, isolation_level=None, factory=PatientConnection)
+class Brief(PatientConnection):
+    wait_s = 0.5  # gives up sooner than a catalog's writer, for a short test
+
+
+def patient(path, factory: type[PatientConnection] = PatientConnection) -> sqlite3.Connection:
+    return sqlite3.connect(path, isolation_level=None, factory=factory)
 
 
 def test_the_writer_gets_the_lock_once_the_other_lets_go(locked):
@@ -42,9 +46,8 @@ def test_the_writer_gets_the_lock_once_the_other_lets_go(locked):
     assert conn.execute("SELECT x FROM t").fetchall() == [(1,)]
 
 
-def test_the_writer_gives_up_after_the_wait(locked, monkeypatch):
-    monkeypatch.setattr(sqlite_wait, "WAIT_S", 0.5)
-    conn = patient(locked[0])
+def test_the_writer_gives_up_after_the_wait(locked):
+    conn = patient(locked[0], Brief)
     started = time.monotonic()
     with pytest.raises(sqlite3.OperationalError, match="database is locked"):
         conn.executemany("INSERT INTO t VALUES (?)", iter([(1,), (2,)]))
